@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine (see README.md):
+#   make demo   - create .venv, install, run the main job on the embedded default
+#   make test   - create .venv, install, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SPACE  ?= search_spaces/mobilenetv2_32.yaml
+RUN    ?= runs/demo
+
+.PHONY: install demo test lint clean
+
+# torch==2.13.0 first: the CPU build on this machine's disk (a looser requirement can pull
+# a multi-GB CUDA build); the project's own range admits it, so pip adds nothing later.
+$(BIN)/nasctl: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/nasctl
+
+demo: install
+	$(BIN)/nasctl space $(SPACE) --sample 3
+	$(BIN)/nasctl space $(SPACE) --sample 4 --seed 0 --out $(RUN)/archs
+	$(BIN)/nasctl space $(SPACE) --baseline --out $(RUN)/baseline.json
+	$(BIN)/nasctl export $(RUN)/baseline.json --out $(RUN)/baseline.onnx
+	$(BIN)/nasctl export --space $(SPACE) --seed 0 --out $(RUN)/model.onnx
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check nasctl tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache *.egg-info

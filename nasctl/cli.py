@@ -1,0 +1,324 @@
+"""The ``nasctl`` command line: parse, call the library, render. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from nasctl import __version__
+from nasctl.errors import NasctlError
+
+app = typer.Typer(
+    name="nasctl",
+    help=(
+        "Hardware-aware neural-architecture search: curated IBN / fused-IBN search spaces, "
+        "latency and memory estimation, contrastive task models.\n\n"
+        "Start with `nasctl space search_spaces/mobilenetv2_32.yaml`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+console = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """One line on stderr, no traceback."""
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def handle_errors(fn):
+    """Bad input -> one line + exit 2; Ctrl-C -> exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NasctlError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nasctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
+    pass
+
+
+# ---------------------------------------------------------------------------- space
+@app.command()
+@handle_errors
+def space(
+    space_file: Annotated[Path, typer.Argument(metavar="SPACE.yaml", help="Search-space YAML file.")],
+    sample: Annotated[
+        int, typer.Option("--sample", "-n", min=0, help="Sample N archs (listed, or written with --out).")
+    ] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="With --sample: a folder for N arch JSON files. With --baseline: the arch.json to write."),
+    ] = None,
+    baseline: Annotated[bool, typer.Option("--baseline", help="Write the space's all-IBN baseline to --out.")] = False,
+    stats_samples: Annotated[int, typer.Option(min=1, help="Archs sampled for the params/FLOPs ranges.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Validate a search space; show its choices, size, baseline and the params/FLOPs
+    range of sampled archs. Write sampled or baseline archs as JSON with `--out`.
+
+    Examples:
+
+    * `nasctl space search_spaces/mobilenetv2_32.yaml`
+    * `nasctl space search_spaces/mobilenetv2_32.yaml --sample 8 --seed 1 --out archs/`
+    * `nasctl space search_spaces/mobilenetv2_32.yaml --baseline --out baseline.json`
+    """
+    from nasctl.describe import space_report
+    from nasctl.space import SearchSpace
+
+    sp = SearchSpace.load(space_file)
+    written: list[str] = []
+    if baseline:
+        if out is None:
+            raise NasctlError("--baseline needs --out PATH (the arch.json to write)")
+        written.append(str(sp.baseline().save(out)))
+    report = space_report(sp, samples=sample, stats_samples=stats_samples, seed=seed)
+    if out is not None and not baseline:
+        out.mkdir(parents=True, exist_ok=True)
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        for i in range(sample):
+            arch = sp.sample(rng)
+            written.append(str(arch.save(out / f"arch_{i:03d}_{arch.id}.json")))
+    report["written"] = written
+    if as_json:
+        _print_json(report)
+        return
+    _render_space(report)
+
+
+def _render_space(r: dict) -> None:
+    curated = (
+        f"curated: channels aligned to P={r['parallelism']}"
+        if r["align_channels"]
+        else (f"[yellow]uncurated[/]: channels not aligned (P={r['parallelism']})")
+    )
+    console.print(f"[bold]{r['name']}[/] ({r['source']}) - {r['description']}")
+    console.print(
+        f"{curated}; input {r['input_channels']}ch at {r['resolution']}; "
+        f"depth multiplier {r['depth_multiplier']}; activation {r['activation']}"
+    )
+    t = Table(title="Stages", title_justify="left")
+    for col in ("stage", "depth", "base ch", "channels", "stride", "kind", "kernel", "expansion"):
+        t.add_column(col)
+    for st in r["stages"]:
+        t.add_row(
+            st["name"],
+            str(st["depth"]),
+            str(st["channels"]),
+            str(st["resolved_channels"]),
+            str(st["stride"]),
+            "/".join(k.replace("_ibn", "") for k in st["kind"]),
+            str(st["kernel"]),
+            str(st["expansion"]),
+        )
+    console.print(t)
+    s, b = r["stats"], r["baseline"]
+    console.print(
+        f"size: [bold]{r['size']:.3e}[/] choice combinations "
+        f"({r['num_parameters']} flat parameters); head {r['head_channels']}ch; output {r['output']}"
+    )
+    console.print(f"baseline {b['id']}: params {_human(b['params'])}, FLOPs {_human(b['flops'])}")
+    console.print(
+        f"{s['n']} samples (seed {r['seed']}): params {_human(s['params']['min'])}-{_human(s['params']['max'])} "
+        f"(median {_human(s['params']['median'])}), FLOPs {_human(s['flops']['min'])}-{_human(s['flops']['max'])} "
+        f"(median {_human(s['flops']['median'])}); channels off P: {s['channels_off_parallelism'] or 'none'}"
+    )
+    if r["samples"]:
+        t = Table(title="Sampled archs", title_justify="left")
+        for col in ("id", "resolution", "params", "FLOPs", "blocks", "fused"):
+            t.add_column(col, justify="left" if col == "id" else "right")
+        for a in r["samples"]:
+            t.add_row(
+                a["id"],
+                str(a["resolution"]),
+                _human(a["params"]),
+                _human(a["flops"]),
+                str(a["blocks"]),
+                str(a["fused_blocks"]),
+            )
+        console.print(t)
+        for a in r["samples"]:
+            console.print(f"{a['id']}: {a['arch']}", soft_wrap=True, highlight=False)
+    for path in r["written"]:
+        console.print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------- arch helpers
+def _load_arch(arch: Optional[str], space_file: Optional[Path], seed: int, baseline: bool):
+    from nasctl.arch import Arch
+    from nasctl.space import SearchSpace
+
+    if (arch is None) == (space_file is None):
+        raise NasctlError("give either ARCH (an arch.json or arch string) or --space SPACE.yaml")
+    if arch is not None:
+        if baseline:
+            raise NasctlError("--baseline goes with --space, not with ARCH")
+        return Arch.from_string(arch) if "|" in arch else Arch.load(arch)
+    sp = SearchSpace.load(space_file)
+    return sp.baseline() if baseline else sp.sample(seed)
+
+
+ArchArg = Annotated[Optional[str], typer.Argument(metavar="[ARCH]", help="An arch.json file or an arch string.")]
+SpaceOpt = Annotated[
+    Optional[Path], typer.Option("--space", help="Take the arch from this space (seeded sample or --baseline).")
+]
+SeedOpt = Annotated[int, typer.Option(help="Sampling seed with --space.")]
+BaselineOpt = Annotated[
+    bool, typer.Option("--baseline", help="With --space: the space's baseline instead of a sample.")
+]
+
+
+@app.command()
+@handle_errors
+def arch(
+    arch: ArchArg = None,
+    space_file: SpaceOpt = None,
+    seed: SeedOpt = 0,
+    baseline: BaselineOpt = False,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the arch as JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show one arch layer by layer (shapes, params, MACs); decode an arch string or file.
+
+    Examples: `nasctl arch arch.json`, `nasctl arch --space search_spaces/mobilenetv2_32.yaml --baseline`
+    """
+    from nasctl.describe import arch_summary
+    from nasctl.nn.profile import arch_layers
+
+    a = _load_arch(arch, space_file, seed, baseline)
+    if out is not None:
+        a.save(out)
+    layers = arch_layers(a)
+    if as_json:
+        d = a.to_dict()
+        d.update(arch_summary(a))
+        d["layers"] = [vars(la) for la in layers]
+        _print_json(d)
+        return
+    s = arch_summary(a)
+    console.print(
+        f"[bold]{a.id}[/]  params {_human(s['params'])}  FLOPs {_human(s['flops'])}  "
+        f"{s['blocks']} blocks ({s['fused_blocks']} fused)"
+    )
+    console.print(a.to_string(), soft_wrap=True)
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("layer", "op", "channels", "hw", "params", "MACs"):
+        t.add_column(col, justify="left" if col in ("layer", "op") else "right", no_wrap=True)
+    for la in layers:
+        name = la.name.replace("blocks.", "b").replace("depthwise", "dw")
+        op = (
+            la.op
+            if la.op == "linear"
+            else (
+                f"conv{la.kernel}x{la.kernel}/{la.stride}"
+                + (" dw" if la.groups > 1 and la.groups == la.in_channels else "")
+            )
+        )
+        t.add_row(
+            name,
+            op,
+            f"{la.in_channels}->{la.out_channels}",
+            f"{la.in_hw}->{la.out_hw}",
+            _human(la.params),
+            _human(la.macs),
+        )
+    console.print(t)
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------- export
+@app.command()
+@handle_errors
+def export(
+    arch: ArchArg = None,
+    out: Annotated[Path, typer.Option(help="The .onnx file to write.")] = Path("model.onnx"),
+    space_file: SpaceOpt = None,
+    seed: SeedOpt = 0,
+    baseline: BaselineOpt = False,
+    head: Annotated[
+        str, typer.Option(help="classifier | embedding | features (pooled backbone features).")
+    ] = "classifier",
+    opset: Annotated[int, typer.Option(min=17, help="ONNX opset (>= 17).")] = 17,
+    verify: Annotated[bool, typer.Option(help="Run the file with onnxruntime and compare with torch.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Export an arch to ONNX (checked with `onnx.checker`), and verify that onnxruntime
+    gives torch's output.
+
+    Examples: `nasctl export --space search_spaces/mobilenetv2_32.yaml --seed 0 --out m.onnx`,
+    `nasctl export arch.json --out m.onnx`
+    """
+    from nasctl.describe import arch_summary
+    from nasctl.nn.builder import build_model
+    from nasctl.nn.export import export_onnx, verify_onnx
+
+    a = _load_arch(arch, space_file, seed, baseline)
+    model = build_model(a, head=head, seed=seed)
+    path = export_onnx(model, out, opset=opset)
+    result = arch_summary(a, head)
+    result.update(onnx=str(path), opset=opset, head=head, onnx_bytes=path.stat().st_size)
+    if verify:
+        diff = verify_onnx(path, model)
+        result["max_abs_diff_vs_torch"] = diff
+        if diff > 1e-3:
+            raise NasctlError(f"{path}: onnxruntime output differs from torch by {diff:.3g} (> 1e-3)")
+    if as_json:
+        _print_json(result)
+        return
+    console.print(f"wrote {path} ({_human(result['onnx_bytes'])}B, opset {opset}, head {head})")
+    console.print(f"arch {a.id}: params {_human(result['params'])}, FLOPs {_human(result['flops'])}")
+    if verify:
+        console.print(f"onnxruntime matches torch: max |diff| {result['max_abs_diff_vs_torch']:.2e}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES_DIR = ROOT / "search_spaces"
+SHIPPED = sorted(SPACES_DIR.glob("*.yaml"))
+DEFAULT_SPACE = SPACES_DIR / "mobilenetv2_32.yaml"
+UNCURATED_SPACE = SPACES_DIR / "mobilenetv2_32_uncurated.yaml"
+
+
+@pytest.fixture
+def tiny_space_dict() -> dict:
+    """A space small enough to enumerate completely."""
+    return {
+        "name": "tiny",
+        "input": {"resolution": [16, 24], "channels": 3},
+        "parallelism": 8,
+        "depth_multiplier": [0.5, 1.0],
+        "stem": {"channels": 8},
+        "stages": [
+            {"depth": [1], "channels": 8, "stride": 1, "kind": ["ibn"], "kernel": [3], "expansion": [1]},
+            {
+                "depth": [1, 2],
+                "channels": [16, 24],
+                "stride": 2,
+                "kind": ["ibn", "fused_ibn"],
+                "kernel": [3, 5],
+                "expansion": [2],
+            },
+        ],
+        "head": {"channels": 32},
+        "output": {"classes": 4},
+    }
