@@ -29,16 +29,29 @@ def export_onnx(
 
     The input is named ``input`` (N x C x H x W, float32), the output ``output``.
     """
-    import onnx
-
     if opset < 17:
         raise NasctlError(f"opset {opset} is too old: nasctl exports opset >= 17")
     model = model_or_arch if isinstance(model_or_arch, nn.Module) else build_model(model_or_arch, head, seed)
     arch = model.arch
+    shape = (batch_size, arch.in_channels, arch.resolution, arch.resolution)
+    return export_module(model, shape, path, opset, dynamic_batch, doc=f"nasctl arch {arch.id}: {arch.to_string()}")
+
+
+def export_module(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    doc: str = "",
+) -> Path:
+    """Export any single-input torch module (eval mode) and check the file."""
+    import onnx
+
     model = model.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(batch_size, arch.in_channels, arch.resolution, arch.resolution)
+    dummy = torch.zeros(*input_shape)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -53,7 +66,8 @@ def export_onnx(
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
         )
     proto = onnx.load(str(path))
-    proto.doc_string = f"nasctl arch {arch.id}: {arch.to_string()}"
+    if doc:
+        proto.doc_string = doc
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return path

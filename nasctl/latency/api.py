@@ -1,0 +1,130 @@
+"""Estimate latency and memory of an ONNX file or an Arch (the API search and CLI share)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasctl.arch import Arch
+from nasctl.errors import NasctlError
+from nasctl.latency.estimator import LatencyEstimator
+from nasctl.latency.kernels import Kernel, kernels_from_arch, kernels_from_onnx, load_onnx
+from nasctl.latency.memory import memory_from_arch, memory_from_onnx
+
+ESTIMATORS_DIR = Path(os.environ.get("NASCTL_ESTIMATORS", Path(__file__).resolve().parents[2] / "estimators"))
+SHIPPED = {
+    "cpu": "cpu.json",
+    "sim-npu": "sim-npu-p16.json",
+    "sim-npu-p16": "sim-npu-p16.json",
+    "sim-npu-p32": "sim-npu-p32.json",
+}
+_CACHE: dict[str, LatencyEstimator] = {}
+
+
+def estimator_path(name_or_path: str | Path | None = None) -> Path:
+    """A shipped estimator by device name (``cpu``, ``sim-npu-p16``, ``sim-npu-p32``) or a file."""
+    key = str(name_or_path or "cpu")
+    if key in SHIPPED:
+        path = ESTIMATORS_DIR / SHIPPED[key]
+        if not path.is_file():
+            raise NasctlError(f"the shipped {key} estimator is missing ({path}); run `nasctl fit-estimator`")
+        return path
+    return Path(key)
+
+
+def load_estimator(name_or_path: str | Path | None = None) -> LatencyEstimator:
+    path = estimator_path(name_or_path)
+    key = str(path.resolve())
+    if key not in _CACHE:
+        _CACHE[key] = LatencyEstimator.load(path)
+    return _CACHE[key]
+
+
+@dataclass
+class Estimate:
+    latency_ms: float
+    params: int
+    peak_activation_bytes: int
+    macs: int
+    kernels: list[Kernel]
+    kernel_ms: np.ndarray
+    warnings: list[str]
+    band_ms: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "latency_ms": self.latency_ms,
+            "params": self.params,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "macs": self.macs,
+            "flops": 2 * self.macs,
+            "kernels": [
+                {
+                    "name": k.name,
+                    "op": k.op if k.op != "unknown" else f"unknown:{k.onnx_op}",
+                    "in_shape": list(k.in_shape),
+                    "out_shape": list(k.out_shape),
+                    "kernel": k.kernel,
+                    "stride": k.stride,
+                    "groups": k.groups,
+                    "act": k.act,
+                    "residual": k.residual,
+                    "macs": k.macs,
+                    "params": k.params,
+                    "latency_ms": float(t),
+                }
+                for k, t in zip(self.kernels, self.kernel_ms, strict=True)
+            ],
+            "warnings": self.warnings,
+        }
+        if self.band_ms:
+            d["latency_band_ms"] = list(self.band_ms)
+        return d
+
+
+def _estimate(est: LatencyEstimator, kernels: list[Kernel], mem) -> Estimate:
+    per = est.predict_kernels(kernels)
+    total = float(est.predict_many([kernels])[0])
+    band = None
+    if est.quantiles:
+        lo = float(est._total(np.array([est.predict_kernels(kernels, "q10").sum()]), np.array([len(kernels)]))[0])
+        hi = float(est._total(np.array([est.predict_kernels(kernels, "q90").sum()]), np.array([len(kernels)]))[0])
+        band = (min(lo, total), max(hi, total))
+    return Estimate(
+        total,
+        mem.params,
+        mem.peak_activation_bytes,
+        sum(k.macs for k in kernels),
+        kernels,
+        per,
+        est.warnings(kernels),
+        band,
+    )
+
+
+def estimate_onnx(path: str | Path, estimator: LatencyEstimator) -> Estimate:
+    model = load_onnx(path)
+    kernels = kernels_from_onnx(model)
+    if not kernels:
+        raise NasctlError(f"{path}: no computation found in the graph")
+    return _estimate(estimator, kernels, memory_from_onnx(model, kernels))
+
+
+def estimate_arch(arch: Arch, estimator: LatencyEstimator, head: str = "classifier") -> Estimate:
+    kernels = kernels_from_arch(arch, head)
+    return _estimate(estimator, kernels, memory_from_arch(arch, kernels))
+
+
+def estimate_archs(archs: list[Arch], estimator: LatencyEstimator, head: str = "classifier") -> dict[str, np.ndarray]:
+    """Batch estimates for search: latency_ms, params and peak_activation_bytes arrays."""
+    lists = [kernels_from_arch(a, head) for a in archs]
+    mems = [memory_from_arch(a, ks) for a, ks in zip(archs, lists, strict=True)]
+    return {
+        "latency_ms": estimator.predict_many(lists),
+        "params": np.array([m.params for m in mems]),
+        "peak_activation_bytes": np.array([m.peak_activation_bytes for m in mems]),
+    }

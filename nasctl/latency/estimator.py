@@ -1,0 +1,447 @@
+"""LatencyEstimator: LightGBM regressors per kernel type, fitted on measurement CSVs.
+
+* ``fit(table)``: one LightGBM model per kernel group (conv, dwconv, gconv, fc, pool, gap,
+  se, eltwise, datamove, reshape) on log(latency_ms); k-fold cross-validation report per
+  group; optional 10% / 90% quantile models for an uncertainty band; a roofline fallback
+  (peak MAC rate, bandwidth and per-kernel overhead, read off the data) for kernel types
+  without a model, never 0 ms; and, where the CSV holds whole-model rows, the per-model
+  overhead ``total = a * sum(kernels) + b + c * n_kernels``.
+* ``predict(kernels)`` / ``predict_many([kernels, ...])``: batch prediction.
+* ``save(path)`` / ``load(path)``: JSON holding LightGBM *text* models, the schema version,
+  feature names, training ranges, the CV report and the device metadata. No pickle.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasctl import __version__
+from nasctl.errors import NasctlError
+from nasctl.latency.features import FEATURES, OP_GROUP, feature_matrix, kernel_row
+from nasctl.latency.kernels import Kernel
+
+SCHEMA = "nasctl.estimator/1"
+MIN_ROWS = 12
+MODEL_OP = "model"  # whole-model rows in a measurement CSV
+
+
+# ---------------------------------------------------------------------------------------
+# Measurement tables
+# ---------------------------------------------------------------------------------------
+@dataclass
+class MeasurementTable:
+    """Rows of a measurement CSV: kernel rows (features + latency) and whole-model rows."""
+
+    ops: list[str]
+    X: np.ndarray
+    y: np.ndarray  # latency_ms
+    model_rows: list[dict[str, Any]] = field(default_factory=list)
+    device: dict[str, Any] = field(default_factory=dict)
+    model_ids: list[str] = field(default_factory=list)  # per kernel row: the network it was timed in
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+def read_measurements(paths: list[str | Path]) -> MeasurementTable:
+    """Read and validate measurement CSVs (and their ``.json`` device sidecars)."""
+    if not paths:
+        raise NasctlError("give at least one measurements CSV")
+    ops: list[str] = []
+    ids: list[str] = []
+    rows: list[list[float]] = []
+    ys: list[float] = []
+    model_rows: list[dict[str, float]] = []
+    device: dict[str, Any] = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise NasctlError(f"{path}: no such measurements file")
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            if not header:
+                raise NasctlError(f"{path}: empty CSV (no header)")
+            missing = [c for c in ("op", *FEATURES, "latency_ms") if c not in header]
+            if missing:
+                raise NasctlError(f"{path}: missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+            n_before = len(ops) + len(model_rows)
+            for line, row in enumerate(reader, start=2):
+                try:
+                    lat = float(row["latency_ms"])
+                except (TypeError, ValueError):
+                    raise NasctlError(f"{path}:{line}: latency_ms is not a number ({row['latency_ms']!r})") from None
+                if not math.isfinite(lat):
+                    raise NasctlError(f"{path}:{line}: latency_ms is NaN or infinite")
+                if lat <= 0:
+                    raise NasctlError(f"{path}:{line}: latency_ms must be positive (got {lat})")
+                if row["op"] == MODEL_OP:
+                    try:
+                        model_rows.append(
+                            {
+                                "latency_ms": lat,
+                                "kernel_sum_ms": float(row.get("kernel_sum_ms") or "nan"),
+                                "n_kernels": float(row.get("n_kernels") or "nan"),
+                                "model_id": f"{path}:{row.get('model_id') or ''}",
+                            }
+                        )
+                    except ValueError:
+                        raise NasctlError(f"{path}:{line}: bad kernel_sum_ms / n_kernels") from None
+                    continue
+                values = []
+                for f in FEATURES:
+                    try:
+                        v = float(row[f])
+                    except (TypeError, ValueError):
+                        raise NasctlError(f"{path}:{line}: {f} is not a number ({row[f]!r})") from None
+                    if not math.isfinite(v):
+                        raise NasctlError(f"{path}:{line}: {f} is NaN or infinite")
+                    values.append(v)
+                ops.append(row["op"])
+                ids.append(f"{path}:{row.get('model_id') or ''}" if row.get("model_id") else "")
+                rows.append(values)
+                ys.append(lat)
+            if len(ops) + len(model_rows) == n_before:
+                raise NasctlError(f"{path}: no measurement rows")
+        sidecar = path.with_suffix(".meta.json")
+        if sidecar.is_file() and not device:
+            try:
+                device = json.loads(sidecar.read_text()).get("device", {})
+            except (json.JSONDecodeError, AttributeError):
+                device = {}
+    X = np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURES))
+    return MeasurementTable(ops, X, np.array(ys), model_rows, device, ids)
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------
+def accuracy_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """RMSPE, MAPE, +-5/10/15% accuracy, Spearman rho (field-standard metrics)."""
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    rel = (pred - true) / true
+    out = {
+        "n": int(len(true)),
+        "rmspe": float(np.sqrt(np.mean(rel**2)) * 100),
+        "mape": float(np.mean(np.abs(rel)) * 100),
+        "acc5": float(np.mean(np.abs(rel) <= 0.05) * 100),
+        "acc10": float(np.mean(np.abs(rel) <= 0.10) * 100),
+        "acc15": float(np.mean(np.abs(rel) <= 0.15) * 100),
+    }
+    if len(true) > 2 and np.ptp(true) > 0 and np.ptp(pred) > 0:
+        from scipy.stats import spearmanr
+
+        out["spearman"] = float(spearmanr(pred, true).statistic)
+    else:
+        out["spearman"] = float("nan")
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The estimator
+# ---------------------------------------------------------------------------------------
+def _lgb_params(objective: str = "regression", alpha: float | None = None, seed: int = 0) -> dict:
+    p = {
+        "objective": objective,
+        "learning_rate": 0.08,
+        "num_leaves": 31,
+        "min_data_in_leaf": 3,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.9,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "max_bin": 511,
+        "verbose": -1,
+        "num_threads": 1,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+    }
+    if alpha is not None:
+        p["alpha"] = alpha
+    return p
+
+
+N_ROUNDS = 350
+
+
+class LatencyEstimator:
+    """Kernel list in, latency_ms out."""
+
+    CACHE_SIZE = 200_000
+
+    def __init__(self) -> None:
+        self.boosters: dict[str, Any] = {}
+        self.quantiles: dict[str, dict[str, Any]] = {}
+        self.meta: dict[str, Any] = {}
+        self._cache: dict[tuple, float] = {}  # (quantile, kernel key) -> ms: search repeats kernels a lot
+
+    # ---- fitting ---------------------------------------------------------------------
+    def fit(
+        self, table: MeasurementTable, folds: int = 5, quantiles: bool = False, seed: int = 0, progress=None
+    ) -> LatencyEstimator:
+        import lightgbm as lgb
+
+        if len(table) == 0:
+            raise NasctlError("no kernel measurements to fit")
+        groups = np.array([OP_GROUP.get(op, "unknown") for op in table.ops])
+        self.boosters, self.quantiles = {}, {}
+        report: dict[str, Any] = {}
+        ranges: dict[str, Any] = {}
+        names = list(FEATURES)
+        for gname in sorted(set(groups) - {"unknown"}):
+            idx = np.flatnonzero(groups == gname)
+            if len(idx) < MIN_ROWS:
+                continue
+            X, y = table.X[idx], np.log(table.y[idx])
+            if progress:
+                progress(f"fitting {gname} ({len(idx)} rows)")
+            if len(idx) >= 2 * folds:
+                report[gname] = self._cross_validate(X, y, folds, seed)
+            else:
+                report[gname] = {"n": len(idx)}
+            ds = lgb.Dataset(X, y, feature_name=names, free_raw_data=False)
+            self.boosters[gname] = lgb.train(_lgb_params(seed=seed), ds, num_boost_round=N_ROUNDS)
+            if quantiles:
+                self.quantiles[gname] = {
+                    q: lgb.train(_lgb_params("quantile", alpha, seed), ds, num_boost_round=N_ROUNDS // 3)
+                    for q, alpha in (("q10", 0.1), ("q90", 0.9))
+                }
+            ranges[gname] = {f: [float(X[:, j].min()), float(X[:, j].max())] for j, f in enumerate(names)}
+        if not self.boosters:
+            raise NasctlError(f"too few measurements to fit any kernel model (need >= {MIN_ROWS} rows of a type)")
+        self.meta = {
+            "schema": SCHEMA,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "nasctl_version": __version__,
+            "lightgbm_version": lgb.__version__,
+            "device": table.device,
+            "features": names,
+            "target": "log(latency_ms)",
+            "n_rows": int(len(table)),
+            "rows_per_group": {g: int((groups == g).sum()) for g in sorted(set(groups))},
+            "cv": report,
+            "cv_overall": self._overall(report),
+            "ranges": ranges,
+            "roofline": self._fit_roofline(table),
+            "overhead": self._fit_overhead(table),
+        }
+        return self
+
+    @staticmethod
+    def _cross_validate(X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[str, float]:
+        import lightgbm as lgb
+
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(y))
+        pred = np.empty_like(y)
+        for f in range(folds):
+            test = order[f::folds]
+            train = np.setdiff1d(order, test)
+            b = lgb.train(_lgb_params(seed=seed), lgb.Dataset(X[train], y[train]), num_boost_round=N_ROUNDS)
+            pred[test] = b.predict(X[test], num_threads=1)
+        return accuracy_metrics(np.exp(pred), np.exp(y))
+
+    @staticmethod
+    def _overall(report: dict[str, Any]) -> dict[str, float]:
+        keys = ("rmspe", "mape", "acc5", "acc10", "acc15")
+        rows = [r for r in report.values() if "mape" in r]
+        n = sum(r["n"] for r in rows)
+        if not n:
+            return {}
+        return {k: float(sum(r[k] * r["n"] for r in rows) / n) for k in keys} | {"n": n}
+
+    @staticmethod
+    def _fit_roofline(table: MeasurementTable) -> dict[str, float]:
+        col = {f: j for j, f in enumerate(FEATURES)}
+        ops = np.array(table.ops)
+        lat = table.y
+        macs, nbytes = table.X[:, col["macs"]], table.X[:, col["bytes"]]
+        compute = np.isin(ops, ["conv", "gconv", "fc"]) & (macs > 0)
+        memory = np.isin(ops, ["add", "mul", "act", "concat", "split", "shuffle", "transpose", "pad"]) & (nbytes > 0)
+        small = lat <= np.quantile(lat, 0.2) if len(lat) else lat
+        return {
+            "macs_per_ms": float(np.quantile(macs[compute] / lat[compute], 0.9)) if compute.any() else 1e9,
+            "bytes_per_ms": float(np.quantile(nbytes[memory] / lat[memory], 0.9)) if memory.any() else 1e9,
+            "overhead_ms": float(np.quantile(lat[small], 0.5)) if len(lat) else 0.005,
+        }
+
+    @staticmethod
+    def _fit_overhead(table: MeasurementTable) -> dict[str, float]:
+        """Per-network runtime overhead: ``wall = a * sum(kernel times) + b + c * n_kernels``,
+        fitted on the CSV's networks with their *measured* kernel sums (profiled node times
+        miss the session's own cost and include the profiler's per-node cost). Fitting on
+        out-of-fold *predicted* sums was tried and is worse: a few random networks with
+        badly predicted kernels drag the least-squares fit (scale 0.65, MAPE 36%)."""
+        rows = [r for r in table.model_rows if math.isfinite(r["kernel_sum_ms"]) and math.isfinite(r["n_kernels"])]
+        if len(rows) < 5:
+            return {"scale": 1.0, "intercept_ms": 0.0, "per_kernel_ms": 0.0, "n": len(rows)}
+        A = np.array([[r["kernel_sum_ms"], 1.0, r["n_kernels"]] for r in rows])
+        y = np.array([r["latency_ms"] for r in rows])
+        w = 1.0 / y  # relative error matters
+        coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
+        return {
+            "scale": float(coef[0]),
+            "intercept_ms": float(coef[1]),
+            "per_kernel_ms": float(coef[2]),
+            "n": len(rows),
+            "fit": accuracy_metrics(A @ coef, y),
+        }
+
+    # ---- prediction ------------------------------------------------------------------
+    def roofline_ms(self, k: Kernel) -> float:
+        r = self.meta.get("roofline", {"macs_per_ms": 1e9, "bytes_per_ms": 1e9, "overhead_ms": 0.005})
+        return max(k.macs / r["macs_per_ms"], k.bytes / r["bytes_per_ms"]) + r["overhead_ms"]
+
+    def predict_kernels(self, kernels: list[Kernel], quantile: str | None = None) -> np.ndarray:
+        """Per-kernel latency_ms (``quantile``: 'q10' / 'q90' for the band, where fitted).
+        Predictions are memoised by kernel identity: only unseen kernels reach LightGBM."""
+        out = np.empty(len(kernels))
+        if not kernels:
+            return out
+        keys = [(quantile, k.key(), k.batch, k.onnx_op) for k in kernels]
+        cache = self._cache
+        miss: dict[tuple, int] = {}
+        for i, key in enumerate(keys):
+            hit = cache.get(key)
+            if hit is None:
+                miss.setdefault(key, i)
+            else:
+                out[i] = hit
+        if miss:
+            todo = list(miss.values())
+            fresh = [kernels[i] for i in todo]
+            X = feature_matrix(fresh)
+            groups = np.array([OP_GROUP.get(k.op, "unknown") for k in fresh])
+            pred = np.empty(len(fresh))
+            for g in set(groups):
+                idx = np.flatnonzero(groups == g)
+                booster = self.boosters.get(g)
+                if quantile and g in self.quantiles:
+                    booster = self.quantiles[g][quantile]
+                if booster is None:
+                    pred[idx] = [self.roofline_ms(fresh[i]) for i in idx]
+                else:
+                    pred[idx] = np.exp(booster.predict(X[idx], num_threads=1))
+            if len(cache) + len(todo) > self.CACHE_SIZE:
+                cache.clear()
+            for key, value in zip(miss, pred, strict=True):
+                cache[key] = float(value)
+            for i, key in enumerate(keys):
+                if key in miss:
+                    out[i] = cache[key]
+        return out
+
+    def _total(self, kernel_sum: np.ndarray, n_kernels: np.ndarray) -> np.ndarray:
+        o = self.meta.get("overhead", {})
+        total = o.get("scale", 1.0) * kernel_sum + o.get("intercept_ms", 0.0) + o.get("per_kernel_ms", 0.0) * n_kernels
+        return np.maximum(total, 0.5 * kernel_sum)
+
+    def predict(self, kernels: list[Kernel]) -> float:
+        return float(self.predict_many([kernels])[0])
+
+    def predict_many(self, models: list[list[Kernel]]) -> np.ndarray:
+        """Whole-model latency_ms for many kernel lists at once (one LightGBM call per group)."""
+        flat = [k for ks in models for k in ks]
+        per = self.predict_kernels(flat)
+        bounds = np.cumsum([0] + [len(ks) for ks in models])
+        sums = np.add.reduceat(per, bounds[:-1]) if flat else np.zeros(len(models))
+        sums = np.where(np.diff(bounds) == 0, 0.0, sums)
+        return self._total(sums, np.diff(bounds).astype(float))
+
+    def warnings(self, kernels: list[Kernel]) -> list[str]:
+        """Unknown ops (roofline fallback) and features outside the training ranges."""
+        out: list[str] = []
+        seen: set[str] = set()
+        for k in kernels:
+            g = OP_GROUP.get(k.op, "unknown")
+            if g not in self.boosters:
+                what = k.onnx_op or k.op
+                if what not in seen:
+                    seen.add(what)
+                    out.append(f"no latency model for {what} kernels: roofline estimate used ({k.name or what})")
+                continue
+            ranges = self.meta.get("ranges", {}).get(g, {})
+            row = kernel_row(k)
+            for f in ("hw", "cin", "cout", "kernel", "batch"):
+                lo, hi = ranges.get(f, (-math.inf, math.inf))
+                v = row[f]
+                if v < lo or v > hi:
+                    key = f"{g}.{f}"
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(f"{k.name or k.op}: {f}={v} outside the {g} training range [{lo:g}, {hi:g}]")
+        return out
+
+    # ---- persistence -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "models": {g: b.model_to_string() for g, b in self.boosters.items()},
+            "quantile_models": {g: {q: b.model_to_string() for q, b in qs.items()} for g, qs in self.quantiles.items()},
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyEstimator:
+        import lightgbm as lgb
+
+        path = Path(path)
+        if not path.is_file():
+            raise NasctlError(f"{path}: no such estimator file")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise NasctlError(f"{path}: not an estimator file (not JSON)") from None
+        if not isinstance(data, dict) or "schema" not in data:
+            raise NasctlError(f"{path}: not an estimator file (no schema field)")
+        schema = data["schema"]
+        if not str(schema).startswith("nasctl.estimator/"):
+            raise NasctlError(f"{path}: not an estimator file (schema {schema!r})")
+        if schema != SCHEMA:
+            raise NasctlError(f"{path}: estimator schema {schema!r} is not supported by this nasctl (reads {SCHEMA})")
+        if data.get("features") != list(FEATURES):
+            raise NasctlError(f"{path}: estimator feature list differs from this nasctl's; refit it")
+        est = cls()
+        try:
+            est.boosters = {g: lgb.Booster(model_str=s) for g, s in data.pop("models").items()}
+            est.quantiles = {
+                g: {q: lgb.Booster(model_str=s) for q, s in qs.items()}
+                for g, qs in data.pop("quantile_models", {}).items()
+            }
+        except (lgb.basic.LightGBMError, KeyError, AttributeError) as exc:
+            raise NasctlError(f"{path}: corrupt estimator models ({str(exc).splitlines()[0]})") from None
+        est.meta = data
+        return est
+
+    @property
+    def device(self) -> dict[str, Any]:
+        return self.meta.get("device", {})
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, platform: recorded with every measurement."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}

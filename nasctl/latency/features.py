@@ -1,0 +1,114 @@
+"""Kernel -> feature vector (one fixed column list for every kernel type).
+
+nn-Meter's per-kernel features (HW, CIN, COUT, KS, stride, FLOPs, params) plus what a
+runtime or accelerator also cares about: groups, fused activation and residual, bytes
+moved, and channel counts padded to common SIMD / array widths (8, 16, 32), which let
+the trees see alignment steps directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nasctl.latency.kernels import Kernel
+
+ACT_CODES = {
+    "": 0,
+    "relu": 1,
+    "relu6": 2,
+    "hswish": 3,
+    "sigmoid": 4,
+    "hsigmoid": 5,
+    "silu": 6,
+    "tanh": 7,
+    "lrelu": 8,
+    "clip": 9,
+    "elu": 10,
+    "softplus": 11,
+    "gelu": 12,
+}
+FEATURES = (
+    "batch",
+    "cin",
+    "cout",
+    "hw",
+    "out_hw",
+    "kernel",
+    "stride",
+    "groups",
+    "act",
+    "residual",
+    "n_inputs",
+    "hidden",
+    "macs",
+    "params",
+    "bytes",
+    "in_elements",
+    "out_elements",
+    "cin_pad8",
+    "cout_pad8",
+    "cin_pad16",
+    "cout_pad16",
+    "cin_pad32",
+    "cout_pad32",
+)
+# Columns of a measurement CSV besides the features.
+KERNEL_COLUMNS = ("op",) + FEATURES
+# Which regressor serves which kernel type.
+OP_GROUP = {
+    "conv": "conv",
+    "dwconv": "dwconv",
+    "gconv": "gconv",
+    "fc": "fc",
+    "maxpool": "pool",
+    "avgpool": "pool",
+    "gap": "gap",
+    "se": "se",
+    "add": "eltwise",
+    "mul": "eltwise",
+    "act": "eltwise",
+    "concat": "datamove",
+    "split": "datamove",
+    "shuffle": "datamove",
+    "transpose": "datamove",
+    "pad": "datamove",
+    "reshape": "reshape",
+}
+
+
+def _pad(c: int, n: int) -> int:
+    return -(-c // n) * n
+
+
+def kernel_row(k: Kernel) -> dict[str, float | int | str]:
+    return {
+        "op": k.op,
+        "batch": k.batch,
+        "cin": k.cin,
+        "cout": k.cout,
+        "hw": k.hw,
+        "out_hw": k.out_hw,
+        "kernel": k.kernel,
+        "stride": k.stride,
+        "groups": k.groups,
+        "act": ACT_CODES.get(k.act, 0),
+        "residual": int(k.residual),
+        "n_inputs": k.n_inputs,
+        "hidden": k.hidden,
+        "macs": k.macs,
+        "params": k.params,
+        "bytes": k.bytes,
+        "in_elements": k.in_elements,
+        "out_elements": k.out_elements,
+        "cin_pad8": _pad(k.cin, 8),
+        "cout_pad8": _pad(k.cout, 8),
+        "cin_pad16": _pad(k.cin, 16),
+        "cout_pad16": _pad(k.cout, 16),
+        "cin_pad32": _pad(k.cin, 32),
+        "cout_pad32": _pad(k.cout, 32),
+    }
+
+
+def feature_matrix(kernels: list[Kernel]) -> np.ndarray:
+    rows = [kernel_row(k) for k in kernels]
+    return np.array([[r[f] for f in FEATURES] for r in rows], dtype=np.float64).reshape(len(rows), len(FEATURES))

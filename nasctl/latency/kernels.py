@@ -1,0 +1,697 @@
+"""The kernel IR: a model as the list of kernels the runtime executes.
+
+A *kernel* is a fused group of ONNX nodes, grouped the way onnxruntime fuses them on the
+CPU: a conv absorbs its BatchNorm, its activation and a following residual Add; an SE
+block (global pool -> 1x1 convs -> sigmoid / hard-sigmoid -> Mul) is one kernel; a
+channel shuffle (Reshape -> Transpose -> Reshape) is one kernel. Summing per original
+node instead would double-count BN, activations and adds the runtime folds away.
+
+Two paths build the same list for nasctl's own models (a test holds them to it):
+
+* ``kernels_from_arch(arch)`` -- directly from an ``Arch``, no torch or ONNX (fast: search);
+* ``kernels_from_onnx(path_or_model)`` -- from any ONNX file, via ONNX shape inference.
+
+Shapes drop the batch dimension (``batch`` is a field): ``in_shape``/``out_shape`` are
+``(C, H, W)`` for feature maps and ``(C,)`` for vectors.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from nasctl.arch import Arch
+from nasctl.errors import NasctlError
+from nasctl.nn.profile import conv_out
+
+# Kernel types the estimator knows. Anything else is "unknown" (roofline fallback + warning).
+KERNEL_OPS = (
+    "conv",
+    "dwconv",
+    "gconv",
+    "fc",
+    "maxpool",
+    "avgpool",
+    "gap",
+    "se",
+    "add",
+    "mul",
+    "concat",
+    "split",
+    "shuffle",
+    "transpose",
+    "reshape",
+    "pad",
+    "act",
+)
+BYTES_PER_ELEMENT = 4  # float32
+
+
+@dataclass(frozen=True)
+class Kernel:
+    op: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    kernel: int = 0
+    stride: int = 1
+    groups: int = 1
+    act: str = ""
+    residual: bool = False
+    n_inputs: int = 1
+    hidden: int = 0  # SE squeeze width
+    macs: int = 0
+    params: int = 0
+    batch: int = 1
+    onnx_op: str = ""  # the ONNX op type, for unknown kernels
+    name: str = field(default="", compare=False)
+    nodes: tuple[str, ...] = field(default=(), compare=False)  # grouped ONNX node names
+    tensors: tuple[str, ...] = field(default=(), compare=False)  # their output tensors
+
+    @property
+    def cin(self) -> int:
+        return self.in_shape[0] if self.in_shape else 0
+
+    @property
+    def cout(self) -> int:
+        return self.out_shape[0] if self.out_shape else 0
+
+    @property
+    def hw(self) -> int:
+        """Input spatial size (H; the larger side for non-square maps)."""
+        return max(self.in_shape[1:3]) if len(self.in_shape) >= 3 else 1
+
+    @property
+    def out_hw(self) -> int:
+        return max(self.out_shape[1:3]) if len(self.out_shape) >= 3 else 1
+
+    @property
+    def in_elements(self) -> int:
+        return int(np.prod(self.in_shape)) * self.batch if self.in_shape else 0
+
+    @property
+    def out_elements(self) -> int:
+        return int(np.prod(self.out_shape)) * self.batch if self.out_shape else 0
+
+    @property
+    def bytes(self) -> int:
+        """Bytes moved: inputs (all of them), output, weights."""
+        return BYTES_PER_ELEMENT * (self.in_elements * self.n_inputs + self.out_elements + self.params)
+
+    def key(self) -> tuple:
+        """Identity for comparison across the two paths (names excluded)."""
+        return (
+            self.op,
+            self.in_shape,
+            self.out_shape,
+            self.kernel,
+            self.stride,
+            self.groups,
+            self.act,
+            self.residual,
+            self.n_inputs,
+            self.hidden,
+            self.macs,
+            self.params,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# From an Arch
+# ---------------------------------------------------------------------------------------
+def _conv_kernel(
+    name: str,
+    cin: int,
+    cout: int,
+    k: int,
+    s: int,
+    groups: int,
+    hw: int,
+    act: str,
+    residual: bool = False,
+    batch: int = 1,
+) -> Kernel:
+    out = conv_out(hw, k, s)
+    op = "conv" if groups == 1 else ("dwconv" if groups == cin == cout else "gconv")
+    weights = cin // groups * cout * k * k
+    return Kernel(
+        op,
+        (cin, hw, hw),
+        (cout, out, out),
+        k,
+        s,
+        groups,
+        act,
+        residual,
+        macs=weights * out * out,
+        params=weights + cout,
+        batch=batch,
+        name=name,
+    )
+
+
+def kernels_from_arch(arch: Arch, head: str = "classifier", batch: int = 1) -> list[Kernel]:
+    """The kernels onnxruntime runs for ``build_model(arch, head)`` exported to ONNX.
+    Conv params include the bias that BN folding creates."""
+    act = arch.activation
+    hw = arch.resolution
+    ks = [
+        _conv_kernel(
+            "stem", arch.in_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride, 1, hw, act, batch=batch
+        )
+    ]
+    hw = ks[-1].out_hw
+    for i, b in enumerate(arch.blocks):
+        pre = f"blocks.{i}"
+        if b.kind == "ibn":
+            mid = b.mid_channels
+            if b.expansion != 1:
+                ks.append(_conv_kernel(f"{pre}.expand", b.in_channels, mid, 1, 1, 1, hw, act, batch=batch))
+            ks.append(_conv_kernel(f"{pre}.depthwise", mid, mid, b.kernel, b.stride, mid, hw, act, batch=batch))
+            hw = ks[-1].out_hw
+            ks.append(_conv_kernel(f"{pre}.project", mid, b.out_channels, 1, 1, 1, hw, "", b.residual, batch))
+        elif b.expansion == 1:
+            ks.append(
+                _conv_kernel(
+                    f"{pre}.expand", b.in_channels, b.out_channels, b.kernel, b.stride, 1, hw, act, b.residual, batch
+                )
+            )
+            hw = ks[-1].out_hw
+        else:
+            ks.append(
+                _conv_kernel(
+                    f"{pre}.expand", b.in_channels, b.mid_channels, b.kernel, b.stride, 1, hw, act, batch=batch
+                )
+            )
+            hw = ks[-1].out_hw
+            ks.append(
+                _conv_kernel(f"{pre}.project", b.mid_channels, b.out_channels, 1, 1, 1, hw, "", b.residual, batch)
+            )
+    c = arch.blocks[-1].out_channels
+    if arch.head_channels:
+        ks.append(_conv_kernel("head_conv", c, arch.head_channels, 1, 1, 1, hw, act, batch=batch))
+        c = arch.head_channels
+    ks.append(Kernel("gap", (c, hw, hw), (c, 1, 1), batch=batch, name="pool"))
+    ks.append(Kernel("reshape", (c, 1, 1), (c,), batch=batch, name="flatten"))
+    if head == "classifier" and arch.num_classes:
+        ks.append(_fc("head", c, arch.num_classes, "", batch))
+    elif head == "embedding" and arch.embedding_dim:
+        ks.append(_fc("head.0", c, c, "relu", batch))
+        ks.append(_fc("head.2", c, arch.embedding_dim, "", batch))
+    return ks
+
+
+def _fc(name: str, cin: int, cout: int, act: str, batch: int = 1) -> Kernel:
+    return Kernel("fc", (cin,), (cout,), act=act, macs=cin * cout, params=cin * cout + cout, batch=batch, name=name)
+
+
+# ---------------------------------------------------------------------------------------
+# From ONNX
+# ---------------------------------------------------------------------------------------
+_ACTS = {
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "HardSigmoid": "hsigmoid",
+    "HardSwish": "hswish",
+    "Tanh": "tanh",
+    "LeakyRelu": "lrelu",
+    "Elu": "elu",
+    "Softplus": "softplus",
+    "Gelu": "gelu",
+}
+_ELTWISE = {"Add": "add", "Sum": "add", "Sub": "add", "Mul": "mul", "Div": "mul"}
+_RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+_ALIASES = {"Identity", "Dropout"}
+_SE_CHAIN = {
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Reshape",
+    "Flatten",
+    "Unsqueeze",
+    "Squeeze",
+    "Mul",
+}
+
+
+class _Graph:
+    """Index over an ONNX graph: shapes, constants, producers, consumers."""
+
+    def __init__(self, model):
+        import onnx
+        from onnx import numpy_helper, shape_inference
+
+        try:
+            model = shape_inference.infer_shapes(model, strict_mode=False)
+        except Exception as exc:  # onnx raises many types
+            raise NasctlError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
+        g = model.graph
+        self.nodes = list(g.node)
+        self.const: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        for n in self.nodes:
+            if n.op_type == "Constant" and n.attribute:
+                a = n.attribute[0]
+                if a.name == "value":
+                    self.const[n.output[0]] = numpy_helper.to_array(a.t)
+                elif a.name in ("value_float", "value_int"):
+                    self.const[n.output[0]] = np.array(a.f if a.name == "value_float" else a.i)
+        self.shape: dict[str, tuple[int, ...]] = {}
+        self.is_float: dict[str, bool] = {}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            t = vi.type.tensor_type
+            dims = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
+            self.shape[vi.name] = dims
+            self.is_float[vi.name] = t.elem_type in (
+                onnx.TensorProto.FLOAT,
+                onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.BFLOAT16,
+            )
+        for name, arr in self.const.items():
+            self.shape[name] = tuple(arr.shape)
+        self.producer: dict[str, object] = {}
+        self.consumers: dict[str, list] = defaultdict(list)
+        for n in self.nodes:
+            for o in n.output:
+                self.producer[o] = n
+            for i in n.input:
+                if i:
+                    self.consumers[i].append(n)
+        self.graph_outputs = {o.name for o in g.output}
+
+    def attr(self, node, name: str, default=None):
+        for a in node.attribute:
+            if a.name == name:
+                from onnx import helper
+
+                return helper.get_attribute_value(a)
+        return default
+
+    def only_consumer(self, tensor: str):
+        cons = self.consumers.get(tensor, [])
+        if len(cons) == 1 and tensor not in self.graph_outputs:
+            return cons[0]
+        return None
+
+    def dynamic_inputs(self, node) -> list[str]:
+        return [i for i in node.input if i and i not in self.const]
+
+
+def _strip_batch(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape[1:]) if shape else ()
+
+
+def _clip_act(g: _Graph, node) -> str:
+    lo = g.const.get(node.input[1]) if len(node.input) > 1 and node.input[1] else g.attr(node, "min")
+    hi = g.const.get(node.input[2]) if len(node.input) > 2 and node.input[2] else g.attr(node, "max")
+    lo = None if lo is None else float(np.asarray(lo))
+    hi = None if hi is None else float(np.asarray(hi))
+    if lo == 0.0 and hi == 6.0:
+        return "relu6"
+    if lo == 0.0 and hi is None:
+        return "relu"
+    return "clip"
+
+
+def _act_of(g: _Graph, node) -> str | None:
+    if node.op_type == "Clip":
+        return _clip_act(g, node)
+    return _ACTS.get(node.op_type)
+
+
+class _Builder:
+    def __init__(self, g: _Graph):
+        self.g = g
+        self.used: set[int] = set()
+        self.kernels: list[Kernel] = []
+
+    def take(self, *nodes) -> None:
+        for n in nodes:
+            self.used.add(id(n))
+
+    def taken(self, node) -> bool:
+        return id(node) in self.used
+
+    # -- helpers -------------------------------------------------------------------
+    def _silu_after(self, tensor: str):
+        """x -> Sigmoid -> Mul(x, .) : returns (sigmoid, mul) or None."""
+        cons = self.g.consumers.get(tensor, [])
+        if len(cons) != 2 or tensor in self.g.graph_outputs:
+            return None
+        sig = next((c for c in cons if c.op_type == "Sigmoid"), None)
+        mul = next((c for c in cons if c.op_type == "Mul"), None)
+        if sig is None or mul is None or set(mul.input) != {tensor, sig.output[0]}:
+            return None
+        return sig, mul
+
+    def _absorb_act(self, tensor: str, nodes: list) -> tuple[str, str]:
+        """Absorb an activation consuming ``tensor``; returns (act, new tensor)."""
+        if silu := self._silu_after(tensor):
+            nodes.extend(silu)
+            return "silu", silu[1].output[0]
+        nxt = self.g.only_consumer(tensor)
+        if nxt is not None and (act := _act_of(self.g, nxt)) is not None:
+            nodes.append(nxt)
+            return act, nxt.output[0]
+        return "", tensor
+
+    def _absorb_residual(self, tensor: str, nodes: list) -> tuple[bool, str]:
+        nxt = self.g.only_consumer(tensor)
+        if nxt is not None and nxt.op_type in ("Add", "Sum") and len(self.g.dynamic_inputs(nxt)) == 2:
+            other = next(i for i in nxt.input if i != tensor)
+            if self.g.shape.get(other) == self.g.shape.get(tensor):
+                nodes.append(nxt)
+                return True, nxt.output[0]
+        return False, tensor
+
+    def emit(self, kernel: Kernel, nodes: list) -> None:
+        self.take(*nodes)
+        names = tuple(n.name for n in nodes)
+        tensors = tuple(o for n in nodes for o in n.output)
+        self.kernels.append(
+            replace(kernel, name=kernel.name or (names[0] if names else ""), nodes=names, tensors=tensors)
+        )
+
+    # -- node kinds ----------------------------------------------------------------
+    def conv(self, node) -> None:
+        g = self.g
+        x, w = node.input[0], node.input[1]
+        wshape = g.shape.get(w)
+        if wshape is None or len(wshape) != 4 or len(g.shape.get(x, ())) != 4:
+            return self.unknown(node)
+        cout, cin_g, kh, kw = wshape
+        groups = int(g.attr(node, "group", 1))
+        strides = g.attr(node, "strides", [1, 1])
+        nodes = [node]
+        t = node.output[0]
+        nxt = g.only_consumer(t)
+        if nxt is not None and nxt.op_type == "BatchNormalization":
+            nodes.append(nxt)
+            t = nxt.output[0]
+        act, t = self._absorb_act(t, nodes)
+        residual, t = self._absorb_residual(t, nodes)
+        if residual and not act:
+            act, t = self._absorb_act(t, nodes)
+        in_shape = _strip_batch(g.shape[x])
+        out_shape = _strip_batch(g.shape.get(t, g.shape.get(node.output[0], ())))
+        cin = in_shape[0]
+        op = "conv" if groups == 1 else ("dwconv" if groups == cin == cout else "gconv")
+        weights = int(np.prod(wshape))
+        macs = weights * int(np.prod(out_shape[1:]))
+        self.emit(
+            Kernel(
+                op,
+                in_shape,
+                out_shape,
+                int(max(kh, kw)),
+                int(max(strides)),
+                groups,
+                act,
+                residual,
+                macs=macs,
+                params=weights + cout,
+                batch=g.shape[x][0],
+            ),
+            nodes,
+        )
+
+    def fc(self, node) -> None:
+        g = self.g
+        x = node.input[0]
+        w = node.input[1]
+        wshape = g.shape.get(w)
+        if wshape is None or len(wshape) != 2 or x not in g.shape:
+            return self.unknown(node)
+        trans_b = node.op_type == "Gemm" and g.attr(node, "transB", 0)
+        cin, cout = (wshape[1], wshape[0]) if trans_b else (wshape[0], wshape[1])
+        nodes = [node]
+        params = cin * cout
+        t = node.output[0]
+        if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+            params += cout
+        else:
+            nxt = g.only_consumer(t)
+            if nxt is not None and nxt.op_type == "Add" and any(i in g.const for i in nxt.input):
+                nodes.append(nxt)
+                params += cout
+                t = nxt.output[0]
+        act, t = self._absorb_act(t, nodes)
+        xs = g.shape[x]
+        batch = int(np.prod(xs[:-1])) if len(xs) > 1 else 1
+        self.emit(Kernel("fc", (cin,), (cout,), act=act, macs=cin * cout, params=params, batch=batch), nodes)
+
+    def se(self, gap) -> bool:
+        """GAP -> (1x1 conv | fc) chain -> sigmoid-like -> Mul(x, .) as one kernel."""
+        g = self.g
+        x = gap.input[0]
+        nodes, t, hidden, params, macs = [gap], gap.output[0], 0, 0, 0
+        for _ in range(12):
+            nxt = g.only_consumer(t)
+            if nxt is None or nxt.op_type not in _SE_CHAIN:
+                return False
+            if nxt.op_type == "Mul":
+                if x in nxt.input and len(nodes) > 1:
+                    nodes.append(nxt)
+                    c, h, w = _strip_batch(g.shape[x])
+                    self.emit(
+                        Kernel(
+                            "se",
+                            (c, h, w),
+                            (c, h, w),
+                            hidden=hidden,
+                            macs=macs + c * h * w,
+                            params=params,
+                            batch=g.shape[x][0],
+                        ),
+                        nodes,
+                    )
+                    return True
+                if not (silu := self._silu_after(t)) or silu[1] is not nxt:
+                    return False
+            if nxt.op_type in ("Conv", "Gemm", "MatMul"):
+                ws = g.shape.get(nxt.input[1], ())
+                if not ws:
+                    return False
+                out_c = (
+                    ws[1]
+                    if nxt.op_type == "MatMul" or (nxt.op_type == "Gemm" and not g.attr(nxt, "transB", 0))
+                    else ws[0]
+                )
+                hidden = hidden or out_c
+                size = int(np.prod(ws))
+                params += size + (out_c if len(nxt.input) > 2 and nxt.input[2] else 0)
+                macs += size
+            nodes.append(nxt)
+            t = nxt.output[0]
+        return False
+
+    def pool(self, node) -> None:
+        g = self.g
+        x = node.input[0]
+        k = g.attr(node, "kernel_shape", [1, 1])
+        s = g.attr(node, "strides", [1, 1])
+        op = "maxpool" if node.op_type == "MaxPool" else "avgpool"
+        self.emit(
+            Kernel(
+                op,
+                _strip_batch(g.shape[x]),
+                _strip_batch(g.shape[node.output[0]]),
+                int(max(k)),
+                int(max(s)),
+                batch=g.shape[x][0],
+            ),
+            [node],
+        )
+
+    def gap(self, node) -> None:
+        g = self.g
+        if self.se(node):
+            return
+        x = node.input[0]
+        out = _strip_batch(g.shape[node.output[0]])
+        if node.op_type == "ReduceMean" and len(out) == 1:
+            out = (out[0],)
+        self.emit(Kernel("gap", _strip_batch(g.shape[x]), out, batch=g.shape[x][0]), [node])
+
+    def reshape_like(self, node) -> None:
+        g = self.g
+        # channel shuffle: Reshape(5D) -> Transpose -> Reshape(4D)
+        if node.op_type == "Reshape" and len(g.shape.get(node.output[0], ())) == 5:
+            tr = g.only_consumer(node.output[0])
+            if tr is not None and tr.op_type == "Transpose":
+                back = g.only_consumer(tr.output[0])
+                if back is not None and back.op_type in ("Reshape", "Flatten"):
+                    x = node.input[0]
+                    self.emit(
+                        Kernel(
+                            "shuffle",
+                            _strip_batch(g.shape[x]),
+                            _strip_batch(g.shape[back.output[0]]),
+                            groups=int(g.shape[node.output[0]][1]),
+                            batch=g.shape[x][0],
+                        ),
+                        [node, tr, back],
+                    )
+                    return
+        x = node.input[0]
+        op = "transpose" if node.op_type == "Transpose" else "reshape"
+        self.emit(
+            Kernel(
+                op,
+                _strip_batch(g.shape.get(x, ())),
+                _strip_batch(g.shape.get(node.output[0], ())),
+                batch=(g.shape.get(x) or (1,))[0],
+            ),
+            [node],
+        )
+
+    def eltwise(self, node) -> None:
+        g = self.g
+        if node.op_type == "Mul" and (silu := self._silu_after(node.input[0])) and silu[1] is node:
+            return
+        dyn = g.dynamic_inputs(node)
+        x = max(dyn or list(node.input), key=lambda i: int(np.prod(g.shape.get(i, (1,)))))
+        shape = g.shape.get(node.output[0], g.shape.get(x, ()))
+        self.emit(
+            Kernel(
+                _ELTWISE[node.op_type],
+                _strip_batch(shape),
+                _strip_batch(shape),
+                n_inputs=max(1, len(dyn)),
+                batch=(shape or (1,))[0],
+            ),
+            [node],
+        )
+
+    def act(self, node, act: str) -> None:
+        g = self.g
+        nodes = [node]
+        if node.op_type == "Sigmoid":
+            if silu := self._silu_after(node.input[0]):
+                if silu[0] is node:
+                    nodes, act = list(silu), "silu"
+        shape = g.shape.get(node.output[0], ())
+        self.emit(Kernel("act", _strip_batch(shape), _strip_batch(shape), act=act, batch=(shape or (1,))[0]), nodes)
+
+    def concat(self, node) -> None:
+        g = self.g
+        ins = [i for i in node.input if i]
+        out = g.shape.get(node.output[0], ())
+        self.emit(
+            Kernel(
+                "concat",
+                _strip_batch(g.shape.get(ins[0], ())),
+                _strip_batch(out),
+                n_inputs=len(ins),
+                batch=(out or (1,))[0],
+            ),
+            [node],
+        )
+
+    def split(self, node) -> None:
+        g = self.g
+        x = node.input[0]
+        outs = [o for o in node.output if o]
+        self.emit(
+            Kernel(
+                "split",
+                _strip_batch(g.shape.get(x, ())),
+                _strip_batch(g.shape.get(outs[0], ())),
+                n_inputs=len(outs),
+                batch=(g.shape.get(x) or (1,))[0],
+            ),
+            [node],
+        )
+
+    def pad(self, node) -> None:
+        g = self.g
+        x = node.input[0]
+        self.emit(
+            Kernel(
+                "pad",
+                _strip_batch(g.shape.get(x, ())),
+                _strip_batch(g.shape.get(node.output[0], ())),
+                batch=(g.shape.get(x) or (1,))[0],
+            ),
+            [node],
+        )
+
+    def unknown(self, node) -> None:
+        g = self.g
+        x = next((i for i in node.input if i in g.shape), None)
+        ins = _strip_batch(g.shape.get(x, ())) if x else ()
+        out = _strip_batch(g.shape.get(node.output[0], ())) if node.output else ()
+        params = sum(int(np.prod(g.const[i].shape)) for i in node.input if i in g.const)
+        self.emit(Kernel("unknown", ins, out, params=params, onnx_op=node.op_type), [node])
+
+    # -- driver --------------------------------------------------------------------
+    def run(self) -> list[Kernel]:
+        g = self.g
+        for node in g.nodes:
+            if self.taken(node):
+                continue
+            op = node.op_type
+            outs = [o for o in node.output if o]
+            if op == "Constant" or op in _ALIASES or (outs and not any(g.is_float.get(o, True) for o in outs)):
+                self.take(node)  # constants, aliases and shape arithmetic cost nothing measurable
+            elif op in ("Conv",):
+                self.conv(node)
+            elif op in ("Gemm", "MatMul"):
+                self.fc(node)
+            elif op in ("MaxPool", "AveragePool"):
+                self.pool(node)
+            elif op in ("GlobalAveragePool", "GlobalMaxPool") or (
+                op == "ReduceMean" and len(g.shape.get(node.input[0], ())) == 4
+            ):
+                self.gap(node)
+            elif op in _RESHAPES or op == "Transpose":
+                self.reshape_like(node)
+            elif op in _ELTWISE:
+                self.eltwise(node)
+            elif (act := _act_of(g, node)) is not None:
+                self.act(node, act)
+            elif op == "Concat":
+                self.concat(node)
+            elif op in ("Split", "Slice"):
+                self.split(node)
+            elif op == "Pad":
+                self.pad(node)
+            elif op == "BatchNormalization":
+                shape = g.shape.get(node.output[0], ())
+                self.emit(Kernel("mul", _strip_batch(shape), _strip_batch(shape), batch=(shape or (1,))[0]), [node])
+            else:
+                self.unknown(node)
+        return self.kernels
+
+
+def load_onnx(path_or_model):
+    """An ONNX ModelProto from a path (bad files: NasctlError) or a ModelProto."""
+    import onnx
+
+    if not isinstance(path_or_model, str | Path):
+        return path_or_model
+    path = Path(path_or_model)
+    if not path.is_file():
+        raise NasctlError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise NasctlError(
+            f"{path}: not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else 'parse error'})"
+        ) from None
+    if not model.graph.node:
+        raise NasctlError(f"{path}: not a readable ONNX model (the graph has no nodes)")
+    return model
+
+
+def kernels_from_onnx(path_or_model) -> list[Kernel]:
+    """Group the nodes of an ONNX model into the kernels the runtime executes."""
+    return _Builder(_Graph(load_onnx(path_or_model))).run()

@@ -1,0 +1,324 @@
+"""Kernel IR, simulator, memory, estimator and the measure / fit / estimate commands."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from nasctl.cli import app
+from nasctl.errors import NasctlError
+from nasctl.latency.api import estimate_archs, estimate_onnx
+from nasctl.latency.estimator import LatencyEstimator, accuracy_metrics, read_measurements
+from nasctl.latency.kernels import Kernel, kernels_from_arch, kernels_from_onnx
+from nasctl.latency.measure import CSV_COLUMNS, measure
+from nasctl.latency.memory import memory_from_arch, memory_from_onnx
+from nasctl.latency.randnet import SE, Basic, Fire, ShuffleUnit
+from nasctl.latency.simulator import SimNPU
+from nasctl.nn.blocks import ConvBNAct
+from nasctl.nn.export import export_module, export_onnx
+from nasctl.space import SearchSpace
+from tests.conftest import DEFAULT_SPACE, SHIPPED
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sim_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sim") / "sim.csv"
+    measure(path, device="sim-npu", time_budget=60, max_networks=40, seed=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sim_estimator(sim_csv, tmp_path_factory):
+    est = LatencyEstimator().fit(read_measurements([sim_csv]), folds=2, quantiles=True)
+    path = tmp_path_factory.mktemp("est") / "sim.json"
+    est.save(path)
+    return path
+
+
+# ---------------------------------------------------------------- kernel IR
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_both_ir_paths_agree(path, tmp_path):
+    space = SearchSpace.load(path)
+    for seed in range(3):
+        arch = space.sample(seed) if seed else space.baseline()
+        heads = ["classifier", "features"] + (["embedding"] if arch.embedding_dim else [])
+        for head in heads:
+            onnx_path = export_onnx(arch, tmp_path / f"{seed}{head}.onnx", head=head)
+            from_arch = kernels_from_arch(arch, head)
+            from_onnx = kernels_from_onnx(onnx_path)
+            assert [k.key() for k in from_arch] == [k.key() for k in from_onnx]
+            # and memory agrees too
+            assert memory_from_arch(arch, from_arch) == memory_from_onnx(onnx_path, from_onnx)
+
+
+def test_conv_absorbs_bn_activation_and_residual(tmp_path):
+    arch = SearchSpace.load(DEFAULT_SPACE).baseline()
+    ks = kernels_from_onnx(export_onnx(arch, tmp_path / "b.onnx"))
+    assert {k.op for k in ks} == {"conv", "dwconv", "gap", "reshape", "fc"}
+    assert all(k.act == "relu6" for k in ks if k.op == "dwconv")
+    assert sum(k.residual for k in ks) == sum(b.residual for b in arch.blocks)
+
+
+class _Coverage(nn.Module):
+    """A net with the zoo's operators: SE (hard-sigmoid), hard-swish, SiLU, shuffle,
+    concat, split, max / avg pool, grouped conv, residual + ReLU, a 2-layer classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = ConvBNAct(3, 16, 3, 2, act="hswish")
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.se_block = nn.Sequential(ConvBNAct(16, 32, 1, act="silu"), SE(32, 8, "hsigmoid"))
+        self.shuffle = ShuffleUnit(32, 3)
+        self.fire = Fire(32, 8, 16)
+        self.gconv = ConvBNAct(32, 32, 3, 1, groups=4, act="relu")
+        self.basic = Basic(32, 32, 1, bottleneck=False)
+        self.avg = nn.AvgPool2d(2, 2)
+        self.head = nn.Sequential(nn.Linear(32, 64), nn.Hardswish(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        x = self.basic(self.gconv(self.fire(self.shuffle(self.se_block(self.pool(self.stem(x)))))))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.avg(x), 1), 1))
+
+
+def test_onnx_coverage_of_common_operators(tmp_path):
+    path = export_module(_Coverage(), (1, 3, 64, 64), tmp_path / "cov.onnx")
+    ks = kernels_from_onnx(path)
+    ops = {k.op for k in ks}
+    assert {"conv", "dwconv", "gconv", "maxpool", "avgpool", "se", "shuffle", "concat", "split", "gap", "fc"} <= ops
+    assert "unknown" not in ops
+    acts = {k.act for k in ks}
+    assert {"hswish", "silu", "relu"} <= acts
+    se = next(k for k in ks if k.op == "se")
+    assert se.hidden == 8 and se.in_shape == (32, 16, 16)
+    assert any(k.residual and k.act == "relu" for k in ks)  # ResNet: conv + add + relu in one kernel
+
+
+def test_unknown_op_gets_roofline_estimate_and_warning(tmp_path, sim_estimator):
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = ConvBNAct(3, 16, 3, act="relu")
+
+        def forward(self, x):
+            return nn.functional.interpolate(self.conv(x), scale_factor=2.0, mode="nearest")
+
+    path = export_module(Up(), (1, 3, 32, 32), tmp_path / "up.onnx")
+    est = LatencyEstimator.load(sim_estimator)
+    r = estimate_onnx(path, est)
+    unknown = [(k, t) for k, t in zip(r.kernels, r.kernel_ms, strict=True) if k.op == "unknown"]
+    assert unknown and all(t > 0 for _, t in unknown)
+    assert any("Resize" in w and "roofline" in w for w in r.warnings)
+
+
+# ---------------------------------------------------------------- simulator
+def _conv(cin, cout, k=3, hw=32, groups=1, op="conv"):
+    return Kernel(
+        op,
+        (cin, hw, hw),
+        (cout, hw, hw),
+        k,
+        1,
+        groups,
+        macs=cin // groups * cout * k * k * hw * hw,
+        params=cin // groups * cout * k * k,
+    )
+
+
+def test_simulator_depthwise_uses_one_pth_of_the_array():
+    sim = SimNPU(parallelism=16, bandwidth_gbs=1e6, overhead_us=0)
+    dense = sim.cycles(_conv(64, 64))
+    dw = sim.cycles(_conv(64, 64, groups=64, op="dwconv"))
+    # dense does 64x more MACs in only 4x the cycles of depthwise: per cycle depthwise does 1/P of the work
+    assert dense == 4 * dw
+    assert (_conv(64, 64).macs / dense) / (_conv(64, 64, groups=64, op="dwconv").macs / dw) == 16
+
+
+def test_simulator_wastes_cycles_off_multiples_of_p():
+    sim = SimNPU(parallelism=16)
+    assert sim.cycles(_conv(17, 32)) == sim.cycles(_conv(32, 32))
+    assert sim.cycles(_conv(16, 32)) * 2 == sim.cycles(_conv(17, 32))
+
+
+def test_simulator_is_deterministic_and_labelled():
+    ks = kernels_from_arch(SearchSpace.load(DEFAULT_SPACE).sample(0))
+    assert SimNPU(16).model_latency_ms(ks) == SimNPU(16).model_latency_ms(ks)
+    assert SimNPU(32).describe()["simulated"] is True
+
+
+def test_fusing_early_blocks_pays_off_on_the_npu():
+    """The seed's finding, in shape: fused IBN in the early, narrow stages is faster on a
+    parallel array than IBN, although it has more FLOPs."""
+    space = SearchSpace.load(DEFAULT_SPACE.parent / "mobilenetv2_224.yaml")
+    params = space.baseline_params()
+    base = space.resolve(params)
+    early = {
+        k: ("fused_ibn" if k.endswith(".kind") and k.split(".")[0] in ("s1", "s2", "s3") else v)
+        for k, v in params.items()
+    }
+    fused = space.resolve(early)
+    sim = SimNPU(32)
+    assert sum(k.macs for k in kernels_from_arch(fused)) > sum(k.macs for k in kernels_from_arch(base))
+    assert sim.model_latency_ms(kernels_from_arch(fused)) < sim.model_latency_ms(kernels_from_arch(base))
+
+
+# ---------------------------------------------------------------- estimator
+def test_estimator_round_trip_is_json_not_pickle(sim_estimator, tmp_path):
+    text = sim_estimator.read_text()
+    data = json.loads(text)
+    assert data["schema"] == "nasctl.estimator/1"
+    assert all(m.startswith("tree") for m in data["models"].values())
+    assert "cv" in data and "ranges" in data and data["device"]["simulated"] is True
+    est = LatencyEstimator.load(sim_estimator)
+    est.save(tmp_path / "again.json")
+    again = LatencyEstimator.load(tmp_path / "again.json")
+    ks = kernels_from_arch(SearchSpace.load(DEFAULT_SPACE).sample(11))
+    assert est.predict(ks) == pytest.approx(again.predict(ks), rel=1e-12)
+    band_lo = est.predict_kernels(ks, "q10").sum()
+    band_hi = est.predict_kernels(ks, "q90").sum()
+    assert band_lo < band_hi
+
+
+def test_estimator_learns_the_simulator(sim_estimator):
+    est = LatencyEstimator.load(sim_estimator)
+    space = SearchSpace.load(DEFAULT_SPACE)
+    archs = [space.sample(s) for s in range(100, 140)]
+    pred = estimate_archs(archs, est)["latency_ms"]
+    true = np.array([SimNPU(16).model_latency_ms(kernels_from_arch(a)) for a in archs])
+    m = accuracy_metrics(pred, true)
+    assert m["mape"] < 10 and m["spearman"] > 0.9, m
+
+
+def test_estimator_load_errors(tmp_path, sim_estimator):
+    with pytest.raises(NasctlError, match="no such estimator"):
+        LatencyEstimator.load(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("garbage")
+    with pytest.raises(NasctlError, match="not an estimator file"):
+        LatencyEstimator.load(bad)
+    bad.write_text(json.dumps({"schema": "nasctl.arch/1"}))
+    with pytest.raises(NasctlError, match="not an estimator file"):
+        LatencyEstimator.load(bad)
+    data = json.loads(sim_estimator.read_text())
+    data["schema"] = "nasctl.estimator/9"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(NasctlError, match="not supported"):
+        LatencyEstimator.load(bad)
+
+
+def _write_csv(path, rows, columns=CSV_COLUMNS):
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_measurement_csv_errors(tmp_path, sim_csv):
+    rows = list(csv.DictReader(sim_csv.open()))[:30]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(NasctlError, match="empty CSV"):
+        read_measurements([empty])
+    with pytest.raises(NasctlError, match="no measurement rows"):
+        read_measurements([_write_csv(tmp_path / "header.csv", [])])
+    cols = [c for c in CSV_COLUMNS if c != "cin"]
+    with pytest.raises(NasctlError, match="missing column: cin"):
+        read_measurements([_write_csv(tmp_path / "cols.csv", rows, cols)])
+    for value, fragment in (
+        ("nan", "NaN"),
+        ("0", "must be positive"),
+        ("-1", "must be positive"),
+        ("x", "not a number"),
+    ):
+        bad = [dict(r) for r in rows]
+        bad[5]["latency_ms"] = value
+        with pytest.raises(NasctlError, match=fragment):
+            read_measurements([_write_csv(tmp_path / "bad.csv", bad)])
+    bad = [dict(r) for r in rows]
+    bad[3]["macs"] = "nan"
+    with pytest.raises(NasctlError, match="macs is NaN"):
+        read_measurements([_write_csv(tmp_path / "bad.csv", bad)])
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_measure_fit_estimate_end_to_end(tmp_path):
+    """The real user workflow on this CPU, tiny: measure (onnxruntime) -> fit -> estimate."""
+    csv_path = tmp_path / "cpu.csv"
+    r = runner.invoke(app, ["measure", "--device", "cpu", "--time-budget", "12", "--out", str(csv_path), "--json"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads(r.output)
+    assert meta["rows"] > 20 and meta["device"]["runtime"].startswith("onnxruntime")
+    assert json.loads(csv_path.with_suffix(".meta.json").read_text())["device"]["threads"] == 1
+    lat = [float(row["latency_ms"]) for row in csv.DictReader(csv_path.open())]
+    assert min(lat) > 0
+    est_path = tmp_path / "cpu.json"
+    r = runner.invoke(app, ["fit-estimator", str(csv_path), "--out", str(est_path), "--folds", "2"])
+    assert r.exit_code == 0, r.output
+    assert "cross-validation" in r.output
+    onnx_path = export_onnx(SearchSpace.load(DEFAULT_SPACE).sample(0), tmp_path / "m.onnx")
+    r = runner.invoke(app, ["estimate", str(onnx_path), "--estimator", str(est_path), "--json", "--measure"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    for key in ("latency_ms", "params", "peak_activation_bytes", "kernels", "warnings", "measured_ms"):
+        assert key in out
+    assert out["latency_ms"] > 0 and out["params"] > 0 and out["peak_activation_bytes"] > 0
+    r = runner.invoke(app, ["estimate", str(onnx_path), "--estimator", str(est_path)])
+    assert r.exit_code == 0 and "latency:" in r.output
+
+
+def test_cli_estimate_arch_with_sim_estimator(sim_estimator, tmp_path):
+    arch = SearchSpace.load(DEFAULT_SPACE).sample(2)
+    r = runner.invoke(app, ["estimate", arch.to_string(), "--estimator", str(sim_estimator), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["estimator"]["device"]["simulated"] is True
+
+
+@pytest.mark.parametrize("case", ["missing_onnx", "corrupt_onnx", "wrong_estimator", "missing_estimator"])
+def test_cli_estimate_bad_input(tmp_path, sim_estimator, case):
+    onnx_path = tmp_path / "m.onnx"
+    est = str(sim_estimator)
+    if case == "missing_onnx":
+        target, fragment = str(tmp_path / "none.onnx"), "no such ONNX file"
+    elif case == "corrupt_onnx":
+        onnx_path.write_bytes(b"\x00\x01not a model")
+        target, fragment = str(onnx_path), "not a readable ONNX model"
+    else:
+        export_onnx(SearchSpace.load(DEFAULT_SPACE).sample(0), onnx_path)
+        target = str(onnx_path)
+        if case == "wrong_estimator":
+            est = str(DEFAULT_SPACE)
+            fragment = "not an estimator file"
+        else:
+            est, fragment = str(tmp_path / "none.json"), "no such estimator file"
+    r = runner.invoke(app, ["estimate", target, "--estimator", est])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("case", ["empty", "missing_columns", "nan"])
+def test_cli_fit_estimator_bad_input(tmp_path, sim_csv, case):
+    rows = list(csv.DictReader(sim_csv.open()))[:30]
+    path = tmp_path / "m.csv"
+    if case == "empty":
+        path.write_text("")
+    elif case == "missing_columns":
+        _write_csv(path, rows, [c for c in CSV_COLUMNS if c not in ("hw", "latency_ms")])
+    else:
+        rows[2]["latency_ms"] = "nan"
+        _write_csv(path, rows)
+    r = runner.invoke(app, ["fit-estimator", str(path), "--out", str(tmp_path / "e.json")])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+def test_measure_bad_device(tmp_path):
+    r = runner.invoke(app, ["measure", "--device", "tpu", "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code == 2 and "unknown device" in r.output
