@@ -320,7 +320,7 @@ def export(
 @app.command()
 @handle_errors
 def measure(
-    out: Annotated[Path, typer.Option(help="Measurements CSV to write (a .meta.json with the device metadata beside it).")],
+    out: Annotated[Path, typer.Option(help="CSV to write (device metadata goes to a .meta.json beside it).")],
     device: Annotated[
         str, typer.Option(help="cpu (onnxruntime) | sim-npu (the documented simulator, not hardware).")
     ] = "cpu",

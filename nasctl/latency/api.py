@@ -12,8 +12,8 @@ import numpy as np
 from nasctl.arch import Arch
 from nasctl.errors import NasctlError
 from nasctl.latency.estimator import LatencyEstimator
-from nasctl.latency.kernels import Kernel, kernels_from_arch, kernels_from_onnx, load_onnx
-from nasctl.latency.memory import memory_from_arch, memory_from_onnx
+from nasctl.latency.kernels import Kernel, kernels_from_arch, kernels_from_graph, onnx_graph
+from nasctl.latency.memory import memory_from_arch, memory_from_graph
 
 ESTIMATORS_DIR = Path(os.environ.get("NASCTL_ESTIMATORS", Path(__file__).resolve().parents[2] / "estimators"))
 SHIPPED = {
@@ -107,11 +107,11 @@ def _estimate(est: LatencyEstimator, kernels: list[Kernel], mem) -> Estimate:
 
 
 def estimate_onnx(path: str | Path, estimator: LatencyEstimator) -> Estimate:
-    model = load_onnx(path)
-    kernels = kernels_from_onnx(model)
+    graph = onnx_graph(path)
+    kernels = kernels_from_graph(graph)
     if not kernels:
         raise NasctlError(f"{path}: no computation found in the graph")
-    return _estimate(estimator, kernels, memory_from_onnx(model, kernels))
+    return _estimate(estimator, kernels, memory_from_graph(graph, kernels))
 
 
 def estimate_arch(arch: Arch, estimator: LatencyEstimator, head: str = "classifier") -> Estimate:

@@ -694,4 +694,13 @@ def load_onnx(path_or_model):
 
 def kernels_from_onnx(path_or_model) -> list[Kernel]:
     """Group the nodes of an ONNX model into the kernels the runtime executes."""
-    return _Builder(_Graph(load_onnx(path_or_model))).run()
+    return kernels_from_graph(_Graph(load_onnx(path_or_model)))
+
+
+def onnx_graph(path_or_model) -> _Graph:
+    """The indexed graph (shape inference done once), for kernels and memory together."""
+    return _Graph(load_onnx(path_or_model))
+
+
+def kernels_from_graph(g: _Graph) -> list[Kernel]:
+    return _Builder(g).run()

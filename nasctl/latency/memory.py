@@ -61,7 +61,10 @@ def memory_from_arch(arch: Arch, kernels: list[Kernel]) -> Memory:
 
 def memory_from_onnx(path_or_model, kernels: list[Kernel]) -> Memory:
     """Peak activations over the kernel schedule of an ONNX graph."""
-    g = _Graph(load_onnx(path_or_model))
+    return memory_from_graph(_Graph(load_onnx(path_or_model)), kernels)
+
+
+def memory_from_graph(g: _Graph, kernels: list[Kernel]) -> Memory:
     owner: dict[str, int] = {}
     for i, k in enumerate(kernels):
         for t in k.tensors:
