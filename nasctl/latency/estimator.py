@@ -26,7 +26,7 @@ import numpy as np
 
 from nasctl import __version__
 from nasctl.errors import NasctlError
-from nasctl.latency.features import FEATURES, OP_GROUP, feature_matrix, kernel_row
+from nasctl.latency.features import FEATURES, MODEL_FEATURES, OP_GROUP, feature_matrix, kernel_row, with_derived
 from nasctl.latency.kernels import Kernel
 
 SCHEMA = "nasctl.estimator/1"
@@ -196,12 +196,13 @@ class LatencyEstimator:
         self.boosters, self.quantiles = {}, {}
         report: dict[str, Any] = {}
         ranges: dict[str, Any] = {}
-        names = list(FEATURES)
+        names = list(MODEL_FEATURES)
+        model_X = with_derived(table.X)
         for gname in sorted(set(groups) - {"unknown"}):
             idx = np.flatnonzero(groups == gname)
             if len(idx) < MIN_ROWS:
                 continue
-            X, y = table.X[idx], np.log(table.y[idx])
+            X, y = model_X[idx], np.log(table.y[idx])
             if progress:
                 progress(f"fitting {gname} ({len(idx)} rows)")
             if len(idx) >= 2 * folds:
@@ -413,7 +414,7 @@ class LatencyEstimator:
             raise NasctlError(f"{path}: not an estimator file (schema {schema!r})")
         if schema != SCHEMA:
             raise NasctlError(f"{path}: estimator schema {schema!r} is not supported by this nasctl (reads {SCHEMA})")
-        if data.get("features") != list(FEATURES):
+        if data.get("features") != list(MODEL_FEATURES):
             raise NasctlError(f"{path}: estimator feature list differs from this nasctl's; refit it")
         est = cls()
         try:

@@ -52,6 +52,10 @@ FEATURES = (
     "cin_pad32",
     "cout_pad32",
 )
+# Computed from the CSV's columns when fitting and predicting (not stored in the CSV):
+# how far channel counts are off the 8-wide SIMD blocking onnxruntime's NCHWc path uses.
+DERIVED = ("cin_mod8", "cout_mod8", "aligned8")
+MODEL_FEATURES = FEATURES + DERIVED
 # Columns of a measurement CSV besides the features.
 KERNEL_COLUMNS = ("op",) + FEATURES
 # Which regressor serves which kernel type.
@@ -109,6 +113,15 @@ def kernel_row(k: Kernel) -> dict[str, float | int | str]:
     }
 
 
+def with_derived(X: np.ndarray) -> np.ndarray:
+    """Base feature matrix (columns ``FEATURES``) -> model matrix (``MODEL_FEATURES``)."""
+    cin, cout = X[:, FEATURES.index("cin")], X[:, FEATURES.index("cout")]
+    extra = np.stack([cin % 8, cout % 8, ((cin % 8 == 0) & (cout % 8 == 0)).astype(float)], axis=1)
+    return np.hstack([X, extra])
+
+
 def feature_matrix(kernels: list[Kernel]) -> np.ndarray:
+    """Model feature matrix (``MODEL_FEATURES``) of a kernel list."""
     rows = [kernel_row(k) for k in kernels]
-    return np.array([[r[f] for f in FEATURES] for r in rows], dtype=np.float64).reshape(len(rows), len(FEATURES))
+    base = np.array([[r[f] for f in FEATURES] for r in rows], dtype=np.float64).reshape(len(rows), len(FEATURES))
+    return with_derived(base)
