@@ -250,7 +250,7 @@ class _Graph:
         from onnx import numpy_helper, shape_inference
 
         try:
-            model = shape_inference.infer_shapes(model, strict_mode=False)
+            model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception as exc:  # onnx raises many types
             raise NasctlError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
         g = model.graph
@@ -265,16 +265,25 @@ class _Graph:
                     self.const[n.output[0]] = np.array(a.f if a.name == "value_float" else a.i)
         self.shape: dict[str, tuple[int, ...]] = {}
         self.is_float: dict[str, bool] = {}
+        unknown: list[str] = []
         for vi in list(g.input) + list(g.value_info) + list(g.output):
             t = vi.type.tensor_type
-            dims = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
-            self.shape[vi.name] = dims
+            known = [d.HasField("dim_value") for d in t.shape.dim]
+            self.shape[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
             self.is_float[vi.name] = t.elem_type in (
                 onnx.TensorProto.FLOAT,
                 onnx.TensorProto.FLOAT16,
                 onnx.TensorProto.DOUBLE,
                 onnx.TensorProto.BFLOAT16,
             )
+            if self.is_float[vi.name] and not all(known[1:]):  # dim 0 is the (symbolic) batch
+                unknown.append(vi.name)
+        produced = {o for n in g.node for o in n.output if o}
+        unknown += [o for o in produced if o not in self.shape]
+        if unknown:  # shapes computed at run time (e.g. Slice bounds from Shape ops): ask onnxruntime
+            for name, (shape, is_float) in _probe_shapes(model, [u for u in unknown if u in produced]).items():
+                self.shape[name] = (1, *shape[1:]) if shape else shape
+                self.is_float[name] = is_float
         for name, arr in self.const.items():
             self.shape[name] = tuple(arr.shape)
         self.producer: dict[str, object] = {}
@@ -303,6 +312,42 @@ class _Graph:
 
     def dynamic_inputs(self, node) -> list[str]:
         return [i for i in node.input if i and i not in self.const]
+
+
+def _probe_shapes(model, names: list[str]) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """Run the model once in onnxruntime (no graph optimisation, so names survive) with
+    ``names`` exposed as outputs, and return their real shapes. Inputs: zeros, batch 1."""
+    import onnx
+    import onnxruntime as ort
+
+    if not names:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for n in names:
+        if n not in existing:
+            probe.graph.output.append(onnx.ValueInfoProto(name=n))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4
+    so.intra_op_num_threads = 1
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        inits = {i.name for i in model.graph.initializer}
+        feeds = {}
+        for inp in sess.get_inputs():
+            if inp.name in inits:
+                continue
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+            feeds[inp.name] = np.zeros(shape, dtype=np.float32 if "float" in inp.type else np.int64)
+        outs = sess.run(names, feeds)
+    except Exception:  # a best effort: the statically inferred shapes stay
+        return {}
+    return {
+        n: (tuple(int(d) for d in o.shape), bool(np.issubdtype(np.asarray(o).dtype, np.floating)))
+        for n, o in zip(names, outs, strict=True)
+    }
 
 
 def _strip_batch(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -453,8 +498,12 @@ class _Builder:
         g = self.g
         x = gap.input[0]
         nodes, t, hidden, params, macs = [gap], gap.output[0], 0, 0, 0
-        for _ in range(12):
+        for _ in range(16):
             nxt = g.only_consumer(t)
+            if nxt is None and (silu := self._silu_after(t)):  # SiLU inside the SE (EfficientNet)
+                nodes.extend(silu)
+                t = silu[1].output[0]
+                continue
             if nxt is None or nxt.op_type not in _SE_CHAIN:
                 return False
             if nxt.op_type == "Mul":

@@ -1,0 +1,382 @@
+"""Standard CNN architectures, written from scratch from their papers' layer tables.
+
+They serve the latency benchmark (well-known families that the estimator never saw in
+its training data) and the ONNX parser's coverage tests (the real operator mix):
+
+* ``mobilenet_v2``: MobileNetV2 1.0 (Sandler et al. 2018), inverted residuals, ReLU6.
+* ``mobilenet_v3_large`` / ``mobilenet_v3_small`` (Howard et al. 2019): SE with
+  hard-sigmoid, hard-swish.
+* ``mnasnet_a1`` (Tan et al. 2019): MBConv with SE, ReLU.
+* ``efficientnet_b0`` (Tan & Le 2019): MBConv, SE, SiLU.
+* ``shufflenet_v2``: ShuffleNetV2 1.0x (Ma et al. 2018): channel split, concat, shuffle.
+* ``resnet18`` / ``resnet50`` (He et al. 2016): 7x7 stem, max pool, basic and
+  bottleneck blocks, residual add followed by ReLU.
+* ``squeezenet``: SqueezeNet 1.1 (Iandola et al. 2016): fire modules with concat.
+* ``vgg_small``: plain 3x3 conv stacks with max pooling, then three linear layers.
+
+Every factory takes ``num_classes`` and ``width``, a channel multiplier whose results are
+rounded to multiples of 8.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from nasctl.nn.blocks import ConvBNAct
+
+
+def _div(c: float, d: int = 8) -> int:
+    new = max(d, int(c + d / 2) // d * d)
+    return new + d if new < 0.9 * c else new
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c: int, squeeze: int, act: str = "relu", gate: str = "sigmoid"):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(c, squeeze, 1)
+        self.act = nn.SiLU(inplace=True) if act == "silu" else nn.ReLU(inplace=True)
+        self.expand = nn.Conv2d(squeeze, c, 1)
+        self.gate = nn.Hardsigmoid() if gate == "hsigmoid" else nn.Sigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+
+class MBConv(nn.Module):
+    """Inverted residual with an optional SE: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project."""
+
+    def __init__(
+        self,
+        cin: int,
+        mid: int,
+        cout: int,
+        k: int,
+        s: int,
+        act: str,
+        se: int = 0,
+        se_act: str = "relu",
+        se_gate: str = "sigmoid",
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        if mid != cin:
+            layers.append(ConvBNAct(cin, mid, 1, act=act))
+        layers.append(ConvBNAct(mid, mid, k, s, groups=mid, act=act))
+        if se:
+            layers.append(SqueezeExcite(mid, se, se_act, se_gate))
+        layers.append(ConvBNAct(mid, cout, 1, act=None))
+        self.body = nn.Sequential(*layers)
+        self.residual = s == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class Classifier(nn.Module):
+    """features -> global average pool -> flatten -> head."""
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features, self.pool, self.head = features, nn.AdaptiveAvgPool2d(1), head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+# ------------------------------------------------------------------------ MobileNetV2
+def mobilenet_v2(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    table = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    c = _div(32 * width)
+    layers: list[nn.Module] = [ConvBNAct(3, c, 3, 2, act="relu6")]
+    for t, ch, n, s in table:
+        out = _div(ch * width)
+        for i in range(n):
+            layers.append(MBConv(c, c * t, out, 3, s if i == 0 else 1, "relu6"))
+            c = out
+    last = _div(1280 * max(1.0, width))
+    layers.append(ConvBNAct(c, last, 1, act="relu6"))
+    return Classifier(nn.Sequential(*layers), nn.Linear(last, num_classes))
+
+
+# ------------------------------------------------------------------------ MobileNetV3
+_V3_LARGE = [  # kernel, expansion size, out, SE, activation, stride
+    (3, 16, 16, False, "relu", 1),
+    (3, 64, 24, False, "relu", 2),
+    (3, 72, 24, False, "relu", 1),
+    (5, 72, 40, True, "relu", 2),
+    (5, 120, 40, True, "relu", 1),
+    (5, 120, 40, True, "relu", 1),
+    (3, 240, 80, False, "hswish", 2),
+    (3, 200, 80, False, "hswish", 1),
+    (3, 184, 80, False, "hswish", 1),
+    (3, 184, 80, False, "hswish", 1),
+    (3, 480, 112, True, "hswish", 1),
+    (3, 672, 112, True, "hswish", 1),
+    (5, 672, 160, True, "hswish", 2),
+    (5, 960, 160, True, "hswish", 1),
+    (5, 960, 160, True, "hswish", 1),
+]
+_V3_SMALL = [
+    (3, 16, 16, True, "relu", 2),
+    (3, 72, 24, False, "relu", 2),
+    (3, 88, 24, False, "relu", 1),
+    (5, 96, 40, True, "hswish", 2),
+    (5, 240, 40, True, "hswish", 1),
+    (5, 240, 40, True, "hswish", 1),
+    (5, 120, 48, True, "hswish", 1),
+    (5, 144, 48, True, "hswish", 1),
+    (5, 288, 96, True, "hswish", 2),
+    (5, 576, 96, True, "hswish", 1),
+    (5, 576, 96, True, "hswish", 1),
+]
+
+
+def _mobilenet_v3(table: list, last: int, hidden: int, num_classes: int, width: float) -> nn.Module:
+    c = _div(16 * width)
+    layers: list[nn.Module] = [ConvBNAct(3, c, 3, 2, act="hswish")]
+    for k, exp, out, se, act, s in table:
+        mid, out = _div(exp * width), _div(out * width)
+        layers.append(MBConv(c, mid, out, k, s, act, _div(mid / 4) if se else 0, "relu", "hsigmoid"))
+        c = out
+    last_c = _div(last * width)
+    layers.append(ConvBNAct(c, last_c, 1, act="hswish"))
+    head = nn.Sequential(nn.Linear(last_c, hidden), nn.Hardswish(inplace=True), nn.Linear(hidden, num_classes))
+    return Classifier(nn.Sequential(*layers), head)
+
+
+def mobilenet_v3_large(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    return _mobilenet_v3(_V3_LARGE, 960, 1280, num_classes, width)
+
+
+def mobilenet_v3_small(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    return _mobilenet_v3(_V3_SMALL, 576, 1024, num_classes, width)
+
+
+# ------------------------------------------------------------------------ MnasNet-A1, EfficientNet-B0
+def _mbconv_net(
+    stem: int, table: list, act: str, se_act: str, se_ratio: float, last: int, num_classes: int, width: float
+) -> nn.Module:
+    c = _div(stem * width)
+    layers: list[nn.Module] = [ConvBNAct(3, c, 3, 2, act=act)]
+    for e, k, s, ch, n, se in table:
+        out = _div(ch * width)
+        for i in range(n):
+            squeeze = max(1, int(c * se_ratio)) if se else 0
+            layers.append(MBConv(c, c * e, out, k, s if i == 0 else 1, act, squeeze, se_act, "sigmoid"))
+            c = out
+    last_c = _div(last * max(1.0, width))
+    layers.append(ConvBNAct(c, last_c, 1, act=act))
+    return Classifier(nn.Sequential(*layers), nn.Linear(last_c, num_classes))
+
+
+def mnasnet_a1(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    # the first block is a separable conv: depthwise 3x3 then 1x1 to 16 (an MBConv with expansion 1)
+    table = [
+        (1, 3, 1, 16, 1, False),
+        (6, 3, 2, 24, 2, False),
+        (3, 5, 2, 40, 3, True),
+        (6, 3, 2, 80, 4, False),
+        (6, 3, 1, 112, 2, True),
+        (6, 5, 2, 160, 3, True),
+        (6, 3, 1, 320, 1, False),
+    ]
+    return _mbconv_net(32, table, "relu", "relu", 0.25, 1280, num_classes, width)
+
+
+def efficientnet_b0(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    table = [
+        (1, 3, 1, 16, 1, True),
+        (6, 3, 2, 24, 2, True),
+        (6, 5, 2, 40, 2, True),
+        (6, 3, 2, 80, 3, True),
+        (6, 5, 1, 112, 3, True),
+        (6, 5, 2, 192, 4, True),
+        (6, 3, 1, 320, 1, True),
+    ]
+    return _mbconv_net(32, table, "silu", "silu", 0.25, 1280, num_classes, width)
+
+
+# ------------------------------------------------------------------------ ShuffleNetV2
+def _shuffle(x: Tensor, groups: int = 2) -> Tensor:
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        half = cout // 2
+        if stride == 2:
+            self.branch1 = nn.Sequential(
+                ConvBNAct(cin, cin, 3, 2, groups=cin, act=None), ConvBNAct(cin, half, 1, act="relu")
+            )
+        b_in = cin if stride == 2 else half
+        self.branch2 = nn.Sequential(
+            ConvBNAct(b_in, half, 1, act="relu"),
+            ConvBNAct(half, half, 3, stride, groups=half, act=None),
+            ConvBNAct(half, half, 1, act="relu"),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride == 1:
+            a, b = x.chunk(2, dim=1)
+            out = torch.cat((a, self.branch2(b)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return _shuffle(out)
+
+
+def shufflenet_v2(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    c = 24
+    layers: list[nn.Module] = [ConvBNAct(3, c, 3, 2, act="relu"), nn.MaxPool2d(3, 2, 1)]
+    for repeats, ch in zip((4, 8, 4), (116, 232, 464), strict=True):
+        out = _div(ch * width, 4) // 2 * 2
+        for i in range(repeats):
+            layers.append(ShuffleBlock(c, out, 2 if i == 0 else 1))
+            c = out
+    last = _div(1024 * max(1.0, width))
+    layers.append(ConvBNAct(c, last, 1, act="relu"))
+    return Classifier(nn.Sequential(*layers), nn.Linear(last, num_classes))
+
+
+# ------------------------------------------------------------------------ ResNet
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, bottleneck: bool):
+        super().__init__()
+        if bottleneck:
+            mid = cout // 4
+            self.body = nn.Sequential(
+                ConvBNAct(cin, mid, 1, act="relu"),
+                ConvBNAct(mid, mid, 3, stride, act="relu"),
+                ConvBNAct(mid, cout, 1, act=None),
+            )
+        else:
+            self.body = nn.Sequential(ConvBNAct(cin, cout, 3, stride, act="relu"), ConvBNAct(cout, cout, 3, act=None))
+        self.short = ConvBNAct(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.body(x) + self.short(x))
+
+
+def _resnet(depths: tuple[int, ...], bottleneck: bool, num_classes: int, width: float) -> nn.Module:
+    c = _div(64 * width)
+    layers: list[nn.Module] = [ConvBNAct(3, c, 7, 2, act="relu"), nn.MaxPool2d(3, 2, 1)]
+    for i, n in enumerate(depths):
+        out = _div(64 * 2**i * width) * (4 if bottleneck else 1)
+        for j in range(n):
+            layers.append(ResBlock(c, out, 2 if (j == 0 and i > 0) else 1, bottleneck))
+            c = out
+    return Classifier(nn.Sequential(*layers), nn.Linear(c, num_classes))
+
+
+def resnet18(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    return _resnet((2, 2, 2, 2), False, num_classes, width)
+
+
+def resnet50(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    return _resnet((3, 4, 6, 3), True, num_classes, width)
+
+
+# ------------------------------------------------------------------------ SqueezeNet 1.1, VGG
+class FireModule(nn.Module):
+    def __init__(self, cin: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze = nn.Sequential(nn.Conv2d(cin, squeeze, 1), nn.ReLU(inplace=True))
+        self.e1 = nn.Sequential(nn.Conv2d(squeeze, expand, 1), nn.ReLU(inplace=True))
+        self.e3 = nn.Sequential(nn.Conv2d(squeeze, expand, 3, padding=1), nn.ReLU(inplace=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.squeeze(x)
+        return torch.cat((self.e1(s), self.e3(s)), dim=1)
+
+
+def squeezenet(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    def w(c: int) -> int:
+        return _div(c * width)
+
+    features = nn.Sequential(
+        nn.Conv2d(3, w(64), 3, 2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        FireModule(w(64), w(16), w(64)),
+        FireModule(2 * w(64), w(16), w(64)),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        FireModule(2 * w(64), w(32), w(128)),
+        FireModule(2 * w(128), w(32), w(128)),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+        FireModule(2 * w(128), w(48), w(192)),
+        FireModule(2 * w(192), w(48), w(192)),
+        FireModule(2 * w(192), w(64), w(256)),
+        FireModule(2 * w(256), w(64), w(256)),
+        nn.Conv2d(2 * w(256), num_classes, 1),
+        nn.ReLU(inplace=True),
+    )
+    return Classifier(features, nn.Identity())
+
+
+def vgg_small(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    layers: list[nn.Module] = []
+    c = 3
+    for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512):
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            out = _div(int(v) * width)
+            layers.append(ConvBNAct(c, out, 3, act="relu"))
+            c = out
+    head = nn.Sequential(
+        nn.Linear(c, 1024),
+        nn.ReLU(inplace=True),
+        nn.Linear(1024, 1024),
+        nn.ReLU(inplace=True),
+        nn.Linear(1024, num_classes),
+    )
+    return Classifier(nn.Sequential(*layers), head)
+
+
+ZOO: dict[str, Callable[..., nn.Module]] = {
+    "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v3_large": mobilenet_v3_large,
+    "mobilenet_v3_small": mobilenet_v3_small,
+    "mnasnet_a1": mnasnet_a1,
+    "efficientnet_b0": efficientnet_b0,
+    "shufflenet_v2": shufflenet_v2,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "squeezenet": squeezenet,
+    "vgg_small": vgg_small,
+}
+
+
+def build(name: str, num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    if name not in ZOO:
+        raise ValueError(f"unknown zoo model {name!r} (known: {', '.join(sorted(ZOO))})")
+    return ZOO[name](num_classes=num_classes, width=width)
+
+
+def prepared(name: str, width: float = 1.0, num_classes: int = 1000) -> nn.Module:
+    """The model ``export`` writes: seeded weights, non-trivial BN statistics, eval mode."""
+    from nasctl.nn.export import randomize_batchnorm
+
+    torch.manual_seed(0)
+    return randomize_batchnorm(build(name, num_classes, width), seed=0).eval()
+
+
+def export(
+    name: str, path: str | Path, resolution: int = 224, width: float = 1.0, batch_size: int = 1, opset: int = 17
+) -> Path:
+    """Export ``prepared(name, width)`` to ONNX (input ``input``, N x 3 x R x R)."""
+    from nasctl.nn.export import export_module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return export_module(prepared(name, width), (batch_size, 3, resolution, resolution), path, opset)
