@@ -210,18 +210,21 @@ def _shuffle(x: Tensor, groups: int = 2) -> Tensor:
 
 
 class ShuffleBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    """ShuffleNetV2 unit: stride 1 splits the channels and transforms one half; stride 2
+    transforms both copies of the input. Then concat and channel shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int = 3):
         super().__init__()
         self.stride = stride
         half = cout // 2
         if stride == 2:
             self.branch1 = nn.Sequential(
-                ConvBNAct(cin, cin, 3, 2, groups=cin, act=None), ConvBNAct(cin, half, 1, act="relu")
+                ConvBNAct(cin, cin, kernel, 2, groups=cin, act=None), ConvBNAct(cin, half, 1, act="relu")
             )
         b_in = cin if stride == 2 else half
         self.branch2 = nn.Sequential(
             ConvBNAct(b_in, half, 1, act="relu"),
-            ConvBNAct(half, half, 3, stride, groups=half, act=None),
+            ConvBNAct(half, half, kernel, stride, groups=half, act=None),
             ConvBNAct(half, half, 1, act="relu"),
         )
 

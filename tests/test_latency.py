@@ -16,11 +16,11 @@ from nasctl.latency.estimator import LatencyEstimator, accuracy_metrics, read_me
 from nasctl.latency.kernels import Kernel, kernels_from_arch, kernels_from_onnx
 from nasctl.latency.measure import CSV_COLUMNS, measure
 from nasctl.latency.memory import memory_from_arch, memory_from_onnx
-from nasctl.latency.randnet import SE, Basic, Fire, ShuffleUnit
 from nasctl.latency.simulator import SimNPU
 from nasctl.nn.blocks import ConvBNAct
 from nasctl.nn.export import export_module, export_onnx
 from nasctl.space import SearchSpace
+from nasctl.zoo import FireModule, ResBlock, ShuffleBlock, SqueezeExcite
 from tests.conftest import DEFAULT_SPACE, SHIPPED
 
 runner = CliRunner()
@@ -73,11 +73,11 @@ class _Coverage(nn.Module):
         super().__init__()
         self.stem = ConvBNAct(3, 16, 3, 2, act="hswish")
         self.pool = nn.MaxPool2d(3, 2, 1)
-        self.se_block = nn.Sequential(ConvBNAct(16, 32, 1, act="silu"), SE(32, 8, "hsigmoid"))
-        self.shuffle = ShuffleUnit(32, 3)
-        self.fire = Fire(32, 8, 16)
+        self.se_block = nn.Sequential(ConvBNAct(16, 32, 1, act="silu"), SqueezeExcite(32, 8, "relu", "hsigmoid"))
+        self.shuffle = ShuffleBlock(32, 32, 1)
+        self.fire = FireModule(32, 8, 16)
         self.gconv = ConvBNAct(32, 32, 3, 1, groups=4, act="relu")
-        self.basic = Basic(32, 32, 1, bottleneck=False)
+        self.basic = ResBlock(32, 32, 1, bottleneck=False)
         self.avg = nn.AvgPool2d(2, 2)
         self.head = nn.Sequential(nn.Linear(32, 64), nn.Hardswish(), nn.Linear(64, 10))
 

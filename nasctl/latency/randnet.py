@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from nasctl.nn.blocks import ConvBNAct, make_activation
+from nasctl.zoo import FireModule, ResBlock, ShuffleBlock, SqueezeExcite
 
 ACTS = ("relu", "relu6", "hswish", "silu")
 RESOLUTIONS = (32, 48, 64, 96, 112, 128, 160, 192, 224)
@@ -31,18 +32,6 @@ def _ch(rng: np.random.Generator, lo: int = 8, hi: int = 1024) -> int:
     c = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     return max(lo, int(round(c / 8) * 8) if rng.random() < 0.8 else int(round(c)))
 
-
-class SE(nn.Module):
-    def __init__(self, c: int, hidden: int, gate: str = "sigmoid"):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(c, hidden, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, c, 1)
-        self.gate = nn.Hardsigmoid() if gate == "hsigmoid" else nn.Sigmoid()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
 
 
 class MBConv(nn.Module):
@@ -59,7 +48,7 @@ class MBConv(nn.Module):
                 layers.append(ConvBNAct(cin, mid, 1, act=act))
             layers.append(ConvBNAct(mid, mid, k, s, groups=mid, act=act))
         if se:
-            layers.append(SE(mid, max(8, mid // 4), se))
+            layers.append(SqueezeExcite(mid, max(8, mid // 4), "relu", se))
         layers.append(ConvBNAct(mid, cout, 1, act=None))
         self.body = nn.Sequential(*layers)
         self.residual = s == 1 and cin == cout
@@ -69,54 +58,7 @@ class MBConv(nn.Module):
         return x + y if self.residual else y
 
 
-class Basic(nn.Module):
-    """ResNet basic (two kxk) or bottleneck (1x1, kxk, 1x1) block, add then ReLU."""
 
-    def __init__(self, cin: int, cout: int, s: int, bottleneck: bool):
-        super().__init__()
-        if bottleneck:
-            mid = max(8, cout // 4)
-            self.body = nn.Sequential(
-                ConvBNAct(cin, mid, 1, act="relu"),
-                ConvBNAct(mid, mid, 3, s, act="relu"),
-                ConvBNAct(mid, cout, 1, act=None),
-            )
-        else:
-            self.body = nn.Sequential(ConvBNAct(cin, cout, 3, s, act="relu"), ConvBNAct(cout, cout, 3, act=None))
-        self.short = ConvBNAct(cin, cout, 1, s, act=None) if (s != 1 or cin != cout) else nn.Identity()
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.body(x) + self.short(x))
-
-
-class ShuffleUnit(nn.Module):
-    """ShuffleNetV2 unit (stride 1): split, branch, concat, channel shuffle."""
-
-    def __init__(self, c: int, k: int):
-        super().__init__()
-        h = c // 2
-        self.branch = nn.Sequential(
-            ConvBNAct(h, h, 1, act="relu"), ConvBNAct(h, h, k, groups=h, act=None), ConvBNAct(h, h, 1, act="relu")
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        a, b = x.chunk(2, dim=1)
-        y = torch.cat((a, self.branch(b)), dim=1)
-        n, c, hh, ww = y.shape
-        return y.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)
-
-
-class Fire(nn.Module):
-    def __init__(self, cin: int, squeeze: int, expand: int):
-        super().__init__()
-        self.squeeze = nn.Sequential(nn.Conv2d(cin, squeeze, 1), nn.ReLU(inplace=True))
-        self.e1 = nn.Sequential(nn.Conv2d(squeeze, expand, 1), nn.ReLU(inplace=True))
-        self.e3 = nn.Sequential(nn.Conv2d(squeeze, expand, 3, padding=1), nn.ReLU(inplace=True))
-
-    def forward(self, x: Tensor) -> Tensor:
-        s = self.squeeze(x)
-        return torch.cat((self.e1(s), self.e3(s)), dim=1)
 
 
 class RandomNet(nn.Module):
@@ -185,17 +127,19 @@ def random_cnn(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, int, int
                 blocks.append(ConvBNAct(c, c2, 1, act="relu"))
             blocks.append(ConvBNAct(c2, cout, k, s, groups=g, act="relu"))
         elif kind == "basic":
-            blocks.append(Basic(c, cout, s, bottleneck=bool(rng.random() < 0.4)))
+            bottleneck = bool(rng.random() < 0.4)
+            cout = max(32, cout // 4 * 4) if bottleneck else cout
+            blocks.append(ResBlock(c, cout, s, bottleneck))
         elif kind == "shuffle":
             cout = c if c % 2 == 0 else c + 1
             if cout != c:
                 blocks.append(ConvBNAct(c, cout, 1, act="relu"))
-            blocks.append(ShuffleUnit(cout, k))
+            blocks.append(ShuffleBlock(cout, cout, 1, k))
             s = 1
         elif kind == "fire":
             sq = max(8, _ch(rng, 8, 128))
             half = max(8, cout // 2)
-            blocks.append(Fire(c, sq, half))
+            blocks.append(FireModule(c, sq, half))
             cout = 2 * half
             s = 1
         else:  # pool
@@ -246,5 +190,5 @@ def single_kernel_net(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, i
     elif kind == "pool":
         layer = nn.MaxPool2d(3, 2, 1) if rng.random() < 0.5 else nn.AvgPool2d(2, 2)
     else:
-        layer = SE(cin, max(8, cin // 4), str(rng.choice(["sigmoid", "hsigmoid"])))
+        layer = SqueezeExcite(cin, max(8, cin // 4), "relu", str(rng.choice(["sigmoid", "hsigmoid"])))
     return layer, (1, cin, res, res)
