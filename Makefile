@@ -25,6 +25,8 @@ demo: install
 	$(BIN)/nasctl space $(SPACE) --baseline --out $(RUN)/baseline.json
 	$(BIN)/nasctl export $(RUN)/baseline.json --out $(RUN)/baseline.onnx
 	$(BIN)/nasctl export --space $(SPACE) --seed 0 --out $(RUN)/model.onnx
+	$(BIN)/nasctl estimate $(RUN)/model.onnx --measure
+	$(BIN)/nasctl estimate $(RUN)/model.onnx --estimator sim-npu-p16 --top 5
 
 test: install
 	$(BIN)/python -m pytest -q

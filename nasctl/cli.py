@@ -64,6 +64,15 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _short_name(name: str) -> str:
+    """'/blocks/blocks.3/expand/expand.0/Conv' -> 'blocks.3/expand.0' (display only)."""
+    parts = [p for p in name.strip("/").split("/") if p]
+    if len(parts) > 1 and parts[-1][:1].isupper():
+        parts = parts[:-1]
+    kept = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
+    return "/".join(kept) or name
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"nasctl {__version__}")
@@ -518,7 +527,7 @@ def estimate(
     rows = sorted(out["kernels"], key=lambda k: -k["latency_ms"])[: top or None]
     for k in rows:
         t.add_row(
-            k["name"][-28:],
+            _short_name(k["name"]),
             k["op"],
             "x".join(map(str, k["in_shape"])),
             "x".join(map(str, k["out_shape"])),

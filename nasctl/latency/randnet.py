@@ -33,7 +33,6 @@ def _ch(rng: np.random.Generator, lo: int = 8, hi: int = 1024) -> int:
     return max(lo, int(round(c / 8) * 8) if rng.random() < 0.8 else int(round(c)))
 
 
-
 class MBConv(nn.Module):
     """IBN or fused-IBN with optional SE, any activation."""
 
@@ -56,9 +55,6 @@ class MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.body(x)
         return x + y if self.residual else y
-
-
-
 
 
 class RandomNet(nn.Module):
