@@ -1,0 +1,36 @@
+"""Contrastive task models: data, augmentations, losses (NT-Xent and the decomposable
+Gamma loss), pretraining and linear-probe evaluation."""
+
+from nasctl.contrastive.augment import AugmentConfig
+from nasctl.contrastive.data import ImageData, load_data
+from nasctl.contrastive.losses import LOSSES, GammaLoss, NTXentLoss, nt_xent
+from nasctl.contrastive.pretrain import (
+    PretrainConfig,
+    PretrainResult,
+    TrainingDiverged,
+    load_weights,
+    pretrain,
+    pretrain_and_evaluate,
+    write_run,
+)
+from nasctl.contrastive.probe import evaluate, knn_accuracy, linear_probe
+
+__all__ = [
+    "LOSSES",
+    "AugmentConfig",
+    "GammaLoss",
+    "ImageData",
+    "NTXentLoss",
+    "PretrainConfig",
+    "PretrainResult",
+    "TrainingDiverged",
+    "evaluate",
+    "knn_accuracy",
+    "linear_probe",
+    "load_data",
+    "load_weights",
+    "nt_xent",
+    "pretrain",
+    "pretrain_and_evaluate",
+    "write_run",
+]

@@ -1,0 +1,157 @@
+"""Contrastive losses: NT-Xent (SimCLR) and the decomposable Gamma-augmented loss.
+
+Notation (``../shared/METHODS.md`` s.7): 2N views z (two per sample), similarities
+``s_ij = cos(z_i, z_j) / t``. For anchor i, ``s_i+`` is its positive (the other view of the
+same sample) and its negatives are the other 2N - 2 views.
+
+* NT-Xent: ``l_i = -s_i+ + log sum_{k != i} exp(s_ik)``; the log of a minibatch sum makes
+  its gradient a biased estimate of the full-data gradient when batches are small.
+* Gamma (decomposable): the full-data loss is ``L_i = -s_i+ + log Z_i`` with
+  ``Z_i = E_neg[exp(s_ij)]``. Since ``1/Z = int_0^inf exp(-u Z) du``, the loss is the
+  marginal of a joint in (theta, u) with ``u_i | theta ~ Gamma(1, rate Z_i)``. Stochastic EM:
+  E-step, draw ``u_i ~ Gamma(a, rate a * Zhat_i)`` (mean ``1/Zhat_i``; ``a = 1`` is the exact
+  identity, a larger ``a`` less noise) from a per-sample running estimate ``Zhat_i`` kept
+  across steps; M-step, minimise ``mean_i(-s_i+ + u_i * Zbatch_i)``, which is linear in the
+  minibatch mean ``Zbatch_i`` and therefore unbiased for fixed u.
+
+Both losses return ``(loss_to_minimise, monitor)``, where ``monitor`` is the same number
+for both (the mean of ``-s_i+ + log Zbatch_i``), so curves are comparable.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOSSES = ("gamma", "ntxent")
+
+
+def similarities(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """2N x 2N cosine similarities / t of the views [z1; z2]."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    return z @ z.T / temperature
+
+
+def _pairs(n: int, device=None) -> tuple[Tensor, Tensor]:
+    """Index of each view's positive, and a mask of its negatives (not itself, not its positive)."""
+    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(device)
+    neg = ~torch.eye(2 * n, dtype=torch.bool, device=device)
+    neg[torch.arange(2 * n), pos] = False
+    return pos, neg
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
+    """SimCLR's NT-Xent over the 2N views (mean over anchors)."""
+    s = similarities(z1, z2, temperature)
+    n = z1.shape[0]
+    s = s.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=s.device), float("-inf"))
+    pos, _ = _pairs(n, s.device)
+    return F.cross_entropy(s, pos)
+
+
+def positive_and_partition(s: Tensor) -> tuple[Tensor, Tensor]:
+    """Per anchor: ``s_i+`` and the minibatch partition estimate ``Zbatch_i`` (mean of
+    ``exp(s_ij)`` over its 2N - 2 negatives)."""
+    n = s.shape[0] // 2
+    pos, neg = _pairs(n, s.device)
+    s_pos = s[torch.arange(2 * n, device=s.device), pos]
+    z_batch = (torch.exp(s) * neg).sum(dim=1) / (2 * n - 2)
+    return s_pos, z_batch
+
+
+def m_step_loss(s_pos: Tensor, z_batch: Tensor, u: Tensor) -> Tensor:
+    """The M-step objective ``mean_i(-s_i+ + u_i * Zbatch_i)`` for fixed auxiliary weights u."""
+    return (-s_pos + u.detach() * z_batch).mean()
+
+
+def sample_u(z_hat: Tensor, shape: float, generator: torch.Generator | None = None) -> Tensor:
+    """E-step: ``u_i ~ Gamma(shape a, rate a * Zhat_i)``, so ``E[u_i] = 1 / Zhat_i``.
+
+    torch's Gamma sampler takes no generator; with one, the draw runs on a forked global
+    stream seeded from it, so results depend only on the generator."""
+    dist = torch.distributions.Gamma(torch.full_like(z_hat, float(shape)), float(shape) * z_hat)
+    if generator is None:
+        return dist.sample()
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return dist.sample()
+
+
+class NTXentLoss(nn.Module):
+    name = "ntxent"
+
+    def __init__(self, temperature: float = 0.2):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, z1: Tensor, z2: Tensor, index: Tensor | None = None) -> tuple[Tensor, float]:
+        loss = nt_xent(z1, z2, self.temperature)
+        with torch.no_grad():
+            s_pos, z_batch = positive_and_partition(similarities(z1, z2, self.temperature))
+            monitor = float((-s_pos + torch.log(z_batch)).mean())
+        return loss, monitor
+
+
+class GammaLoss(nn.Module):
+    """The decomposable contrastive loss with Gamma auxiliary weights.
+
+    ``n_samples``: dataset size (``Zhat`` is indexed by dataset sample and view);
+    ``shape``: the Gamma shape a; ``momentum``: the moving-average rate of ``Zhat``
+    (``Zhat <- (1 - m) Zhat + m Zbatch``; a sample seen for the first time takes ``Zbatch``).
+    ``u`` is drawn from the estimate held *before* this batch, so it is independent of
+    this batch's ``Zbatch``.
+    """
+
+    name = "gamma"
+
+    def __init__(
+        self,
+        n_samples: int,
+        temperature: float = 0.2,
+        shape: float = 1.0,
+        momentum: float = 0.5,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if shape <= 0:
+            raise ValueError(f"gamma shape must be > 0 (got {shape})")
+        if not 0 < momentum <= 1:
+            raise ValueError(f"gamma momentum must be in (0, 1] (got {momentum})")
+        self.temperature, self.shape, self.momentum, self.generator = temperature, shape, momentum, generator
+        self.register_buffer("z_hat", torch.zeros(n_samples, 2))
+        self.register_buffer("seen", torch.zeros(n_samples, 2, dtype=torch.bool))
+
+    def forward(self, z1: Tensor, z2: Tensor, index: Tensor | None = None) -> tuple[Tensor, float]:
+        if index is None:
+            raise ValueError("GammaLoss needs the dataset index of each sample")
+        n = z1.shape[0]
+        s = similarities(z1, z2, self.temperature)
+        s_pos, z_batch = positive_and_partition(s)
+        idx = torch.cat([index, index])
+        view = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+        with torch.no_grad():
+            zb = z_batch.detach()
+            seen = self.seen[idx, view]
+            prior = torch.where(seen, self.z_hat[idx, view], zb)
+            u = sample_u(prior, self.shape, self.generator)
+            self.z_hat[idx, view] = torch.where(seen, (1 - self.momentum) * prior + self.momentum * zb, zb)
+            self.seen[idx, view] = True
+            monitor = float((-s_pos + torch.log(zb)).mean())
+        return m_step_loss(s_pos, z_batch, u), monitor
+
+
+def make_loss(
+    name: str,
+    n_samples: int,
+    temperature: float = 0.2,
+    gamma_shape: float = 1.0,
+    gamma_momentum: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    if name == "ntxent":
+        return NTXentLoss(temperature)
+    if name == "gamma":
+        return GammaLoss(n_samples, temperature, gamma_shape, gamma_momentum, generator)
+    raise ValueError(f"unknown loss {name!r} (expected one of: {', '.join(LOSSES)})")

@@ -1,0 +1,287 @@
+"""Contrastive pretraining of a candidate backbone, and its evaluation by linear probe.
+
+``pretrain(arch, data, config)`` trains the arch with a 2-layer projection head (SimCLR),
+AdamW with a warm-up and a cosine schedule, under an epoch count and an optional time
+budget: the schedule follows whichever of steps and time is further along, so a run cut
+by its budget still ends annealed. ``pretrain_and_evaluate`` adds the probe; ``write_run``
+saves a run folder (no pickle: the weights go to ``.npz``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nasctl.arch import Arch
+from nasctl.contrastive.augment import AugmentConfig, two_views
+from nasctl.contrastive.data import ImageData
+from nasctl.contrastive.losses import LOSSES, make_loss
+from nasctl.contrastive.probe import evaluate
+from nasctl.errors import NasctlError
+from nasctl.nn.builder import Network, build_model
+
+ProgressFn = Callable[[dict], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite (a search records the trial as failed)."""
+
+
+@dataclass
+class PretrainConfig:
+    loss: str = "gamma"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    temperature: float = 0.2
+    gamma_shape: float = 1.0
+    gamma_momentum: float = 0.5
+    time_budget_s: float | None = None
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> PretrainConfig:
+        if self.loss not in LOSSES:
+            raise NasctlError(f"unknown loss {self.loss!r} (expected one of: {', '.join(LOSSES)})")
+        checks = [
+            ("epochs", self.epochs, self.epochs >= 1, ">= 1"),
+            ("batch size", self.batch_size, self.batch_size >= 2, ">= 2 (contrastive pairs need negatives)"),
+            ("learning rate", self.lr, self.lr > 0, "> 0"),
+            ("temperature", self.temperature, self.temperature > 0, "> 0"),
+            ("gamma shape", self.gamma_shape, self.gamma_shape > 0, "> 0"),
+            ("gamma momentum", self.gamma_momentum, 0 < self.gamma_momentum <= 1, "in (0, 1]"),
+            ("time budget", self.time_budget_s, self.time_budget_s is None or self.time_budget_s > 0, "> 0 seconds"),
+        ]
+        for name, value, ok, rule in checks:
+            if not ok:
+                raise NasctlError(f"{name} must be {rule} (got {value})")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PretrainResult:
+    model: Network
+    config: PretrainConfig
+    steps: int
+    epochs_done: float
+    seconds: float
+    images_per_s: float
+    stopped_by: str  # "epochs" | "time_budget"
+    loss_per_step: list[float]
+    loss_per_epoch: list[float]
+
+
+def lr_at(progress: float, base_lr: float, warmup_fraction: float) -> float:
+    """Linear warm-up, then cosine to 0; ``progress`` in [0, 1]."""
+    if progress < warmup_fraction:
+        return base_lr * (progress + 1e-3) / warmup_fraction
+    p = (progress - warmup_fraction) / max(1e-9, 1 - warmup_fraction)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+
+def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: ProgressFn | None = None) -> PretrainResult:
+    """Pretrain ``arch`` without labels on ``data``'s train split (see module docstring)."""
+    cfg = config.validate()
+    if arch.embedding_dim is None:
+        raise NasctlError("this arch has no embedding_dim (the space's output.embedding_dim) for a projection head")
+    if tuple(data.x.shape[1:]) != (arch.in_channels, arch.resolution, arch.resolution):
+        raise NasctlError(
+            f"data images are {tuple(data.x.shape[1:])} but the arch takes "
+            f"{(arch.in_channels, arch.resolution, arch.resolution)}"
+        )
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(arch, head="embedding", seed=cfg.seed)
+    loss_fn = make_loss(cfg.loss, data.n, cfg.temperature, cfg.gamma_shape, cfg.gamma_momentum, gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    aug = cfg.augment if data.allows_flip else AugmentConfig(**{**cfg.augment.to_dict(), "flip": False})
+    train = torch.from_numpy(data.train)
+    bs = min(cfg.batch_size, len(train))
+    if bs < 2:
+        raise NasctlError(f"the train split has {len(train)} images; contrastive pretraining needs at least 2")
+    steps_per_epoch = max(1, len(train) // bs)  # drop the last partial batch
+    total = cfg.epochs * steps_per_epoch
+    budget = cfg.time_budget_s
+    model.train()
+    start = time.perf_counter()
+    per_step: list[float] = []
+    per_epoch: list[float] = []
+    step, stopped_by, images = 0, "epochs", 0
+    for _epoch in range(cfg.epochs):
+        order = train[torch.randperm(len(train), generator=gen)]
+        epoch_losses = []
+        for b in range(steps_per_epoch):
+            elapsed = time.perf_counter() - start
+            if budget is not None and elapsed >= budget:
+                stopped_by = "time_budget"
+                break
+            done = max(step / total, elapsed / budget if budget else 0.0)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(done, cfg.lr, cfg.warmup_fraction)
+            idx = order[b * bs : (b + 1) * bs]
+            v1, v2 = two_views(data.x[idx], aug, gen)
+            z = model(torch.cat([v1, v2]))
+            loss, monitor = loss_fn(z[: len(idx)], z[len(idx) :], idx)
+            if not torch.isfinite(loss) or not math.isfinite(monitor):
+                raise TrainingDiverged(f"loss became {float(loss)} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            images += 2 * len(idx)
+            per_step.append(monitor)
+            epoch_losses.append(monitor)
+            if progress is not None:
+                el = time.perf_counter() - start
+                progress(
+                    {
+                        "step": step,
+                        "total_steps": total,
+                        "fraction": max(step / total, el / budget if budget else 0.0),
+                        "loss": monitor,
+                        "images_per_s": images / max(el, 1e-9),
+                        "elapsed_s": el,
+                    }
+                )
+        if epoch_losses:
+            per_epoch.append(float(np.mean(epoch_losses)))
+        if stopped_by == "time_budget":
+            break
+    seconds = time.perf_counter() - start
+    if step == 0:
+        raise NasctlError(f"the time budget ({budget} s) ended before the first training step")
+    return PretrainResult(
+        model=model,
+        config=cfg,
+        steps=step,
+        epochs_done=step / steps_per_epoch,
+        seconds=seconds,
+        images_per_s=images / max(seconds, 1e-9),
+        stopped_by=stopped_by,
+        loss_per_step=per_step,
+        loss_per_epoch=per_epoch,
+    )
+
+
+def pretrain_and_evaluate(
+    arch: Arch,
+    data: ImageData,
+    config: PretrainConfig,
+    progress: ProgressFn | None = None,
+    random_init_baseline: bool = False,
+) -> tuple[PretrainResult, dict]:
+    """Pretrain, then score the frozen backbone (linear probe + kNN). With
+    ``random_init_baseline`` the same probe is also run on the untrained backbone."""
+    result = pretrain(arch, data, config, progress)
+    t = time.perf_counter()
+    metrics = evaluate(result.model, data)
+    metrics_out: dict = {
+        **metrics,
+        "loss": config.loss,
+        "train_seconds": result.seconds,
+        "eval_seconds": time.perf_counter() - t,
+        "steps": result.steps,
+        "epochs_done": result.epochs_done,
+        "images_per_s": result.images_per_s,
+        "stopped_by": result.stopped_by,
+        "final_loss": result.loss_per_epoch[-1] if result.loss_per_epoch else None,
+    }
+    if random_init_baseline and data.labelled:
+        init = build_model(arch, head="embedding", seed=config.seed)
+        base = evaluate(init, data)
+        metrics_out["random_init_linear_probe_accuracy"] = base["linear_probe_accuracy"]
+        metrics_out["random_init_knn_accuracy"] = base["knn_accuracy"]
+    return result, metrics_out
+
+
+# ---------------------------------------------------------------------------- run folders
+def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
+    """The state dict as a plain ``.npz`` of arrays (no pickle); ``load_weights`` reads it."""
+    path = Path(path)
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    np.savez(path, **arrays)
+    return path
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            state = {k: torch.from_numpy(f[k]) for k in f.files}
+    except Exception as exc:
+        raise NasctlError(f"{path}: not a readable weights file ({str(exc).splitlines()[0]})") from None
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise NasctlError(f"{path}: weights do not match this arch ({len(missing)} tensors missing)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise NasctlError(f"{path}: weights do not match this arch ({str(exc).splitlines()[1].strip()})") from None
+    return model
+
+
+def plot_loss(loss_per_step: list[float], path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = np.arange(1, len(loss_per_step) + 1)
+    ax.plot(steps, loss_per_step, lw=0.6, alpha=0.4, label="per step")
+    w = max(1, len(loss_per_step) // 50)
+    if len(loss_per_step) >= w * 2:
+        smooth = np.convolve(loss_per_step, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1 :], smooth, lw=1.5, label=f"moving mean ({w} steps)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("contrastive loss (minibatch -s+ + log Z)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_run(out: str | Path, arch: Arch, data: ImageData, result: PretrainResult, metrics: dict) -> dict:
+    """Write ``arch.json``, ``model.npz`` (backbone + projection head weights),
+    ``backbone.onnx`` (pooled features; input images in [0, 1]), ``metrics.json`` and
+    ``loss.png`` to ``out``; return the metrics as written."""
+    from nasctl.nn.export import export_onnx
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    arch.save(out / "arch.json")
+    save_weights(result.model, out / "model.npz")
+    backbone = build_model(arch, head="features")
+    backbone.load_state_dict({k: v for k, v in result.model.state_dict().items() if not k.startswith("head.")})
+    export_onnx(backbone, out / "backbone.onnx")
+    plot_loss(result.loss_per_step, out / "loss.png", f"{arch.id} {result.config.loss} bs={result.config.batch_size}")
+    full = {
+        **metrics,
+        "arch": arch.to_string(),
+        "arch_id": arch.id,
+        "data": data.summary(),
+        "config": result.config.to_dict(),
+        "loss_per_epoch": result.loss_per_epoch,
+        "loss_per_step": result.loss_per_step,
+        "files": {
+            "arch": "arch.json",
+            "weights": "model.npz",
+            "onnx": "backbone.onnx",
+            "loss_plot": "loss.png",
+        },
+    }
+    (out / "metrics.json").write_text(json.dumps(full, indent=2) + "\n")
+    return full
