@@ -3,15 +3,24 @@
 * Arch estimates per second (kernel IR + memory + LightGBM, batch API), cold and warm
   prediction cache, on each shipped space;
 * time to estimate one ONNX file of EfficientNet-B0 size (parse + shape inference +
-  grouping + prediction + memory) against the time to measure it with onnxruntime
-  (session creation, warm-up and the timed runs `nasctl measure` does), as a ratio.
+  grouping + prediction + memory), with a cold and a warm prediction cache, and its split
+  by phase, against the time to measure the same file with onnxruntime by this project's
+  two protocols, timed side by side in the same repetitions (the machine is shared:
+  medians over ``--reps``):
 
-    python bench/latency_speed.py [--estimator cpu]
+  - ``minimal``: one ``time_onnx`` call, what ``nasctl estimate --measure`` does
+    (session creation, 5 warm-up runs, then >= 10 timed runs or 0.2 s);
+  - ``accuracy``: what ``bench/latency_accuracy.py`` takes per model for its figures, a
+    measurement and an independent re-measurement (two ``time_onnx`` calls), because
+    repeat measurements on these shared machines differ by up to ~15%.
+
+    python bench/latency_speed.py [--estimator cpu] [--reps 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -22,36 +31,121 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
-from nasctl.latency.api import estimate_archs, estimate_onnx, estimator_path, load_estimator  # noqa: E402
+from nasctl.latency.api import (  # noqa: E402
+    _estimate,
+    estimate_archs,
+    estimate_onnx,
+    estimator_path,
+    load_estimator,
+)
 from nasctl.latency.estimator import LatencyEstimator  # noqa: E402
+from nasctl.latency.kernels import kernels_from_graph, load_onnx, onnx_graph  # noqa: E402
 from nasctl.latency.measure import time_onnx  # noqa: E402
+from nasctl.latency.memory import memory_from_graph  # noqa: E402
 from nasctl.space import SearchSpace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("load", "shapes", "grouping", "memory", "predict")
+
+
+def _seconds(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def estimate_phases_s(path: Path, est: LatencyEstimator) -> dict[str, float]:
+    """The steps of ``estimate_onnx``, one by one, with a cold prediction cache."""
+    est._cache.clear()
+    s: dict[str, float] = {}
+    s["load"], model = _seconds(lambda: load_onnx(path))
+    s["shapes"], graph = _seconds(lambda: onnx_graph(model))
+    s["grouping"], kernels = _seconds(lambda: kernels_from_graph(graph))
+    s["memory"], mem = _seconds(lambda: memory_from_graph(graph, kernels))
+    s["predict"], _ = _seconds(lambda: _estimate(est, kernels, mem))
+    return s
+
+
+def arch_speed(est_name: str, n_archs: int) -> dict[str, dict[str, float]]:
+    out = {}
+    for space_file in sorted((ROOT / "search_spaces").glob("*.yaml")):
+        space = SearchSpace.load(space_file)
+        rng = np.random.default_rng(1)
+        archs = [space.sample(rng) for _ in range(n_archs)]
+        est = LatencyEstimator.load(estimator_path(est_name))  # a fresh instance: cold cache
+        cold, _ = _seconds(lambda: estimate_archs(archs, est))  # noqa: B023
+        archs = [space.sample(rng) for _ in range(n_archs)]
+        warm, _ = _seconds(lambda: estimate_archs(archs, est))  # noqa: B023
+        out[space_file.name] = {"cold": n_archs / cold, "warm": n_archs / warm}
+        print(f"{space_file.name:32s} {n_archs / cold:8.0f} archs/s cold cache, {n_archs / warm:8.0f} warm")
+    return out
+
+
+def onnx_speed(path: Path, name: str, est: LatencyEstimator, reps: int) -> dict:
+    est.predict_kernels([])  # import / warm the library
+    estimate_onnx(path, est)
+    time_onnx(path)  # onnxruntime's first session in the process pays one-off set-up
+    rows: dict[str, list[float]] = {"cold": [], "warm": [], "minimal": [], "accuracy": []}
+    phases: list[dict[str, float]] = []
+    meas: list[tuple[float, float, int]] = []
+    for _ in range(reps):  # interleaved: every repetition sees the same machine load
+        est._cache.clear()
+        rows["cold"].append(_seconds(lambda: estimate_onnx(path, est))[0])
+        rows["warm"].append(_seconds(lambda: estimate_onnx(path, est))[0])
+        phases.append(estimate_phases_s(path, est))
+        t, m = _seconds(lambda: time_onnx(path))
+        rows["minimal"].append(t)
+        meas.append(m)
+        rows["accuracy"].append(_seconds(lambda: (time_onnx(path), time_onnx(path)))[0])
+    ms = {k: float(np.median(v)) * 1e3 for k, v in rows.items()}
+    phase_ms = {p: float(np.median([r[p] for r in phases])) * 1e3 for p in PHASES}
+    latency_ms = float(np.median([m[0] for m in meas]))
+    runs = int(np.median([m[2] for m in meas]))
+    out = {
+        "model": name,
+        "file_mb": path.stat().st_size / 1e6,
+        "n_kernels": len(estimate_onnx(path, est).kernels),
+        "repetitions": reps,
+        "estimate_ms": {"cold_cache": ms["cold"], "warm_cache": ms["warm"]},
+        "estimate_phases_ms": phase_ms,
+        "measure_ms": {
+            "minimal": ms["minimal"],  # one time_onnx: nasctl estimate --measure
+            "accuracy": ms["accuracy"],  # two time_onnx: bench/latency_accuracy.py per model
+        },
+        "measured_latency_ms": latency_ms,
+        "timed_runs_per_measurement": runs,
+        "speedup": {
+            f"{protocol}_vs_{cache}": ms[protocol] / ms[cache]
+            for protocol in ("minimal", "accuracy")
+            for cache in ("cold", "warm")
+        },
+        "all_ms": {k: [x * 1e3 for x in v] for k, v in rows.items()},
+    }
+    print(
+        f"{name} ({out['file_mb']:.0f} MB, {out['n_kernels']} kernels): estimate {ms['cold']:.1f} ms cold cache, "
+        f"{ms['warm']:.1f} ms warm ({', '.join(f'{p} {v:.1f}' for p, v in phase_ms.items())} ms)"
+    )
+    for protocol, what in (
+        ("minimal", f"session + 5 warm-up + {runs} runs of {latency_ms:.1f} ms"),
+        ("accuracy", "measurement + re-measurement"),
+    ):
+        print(
+            f"  measure ({protocol}: {what}) {ms[protocol]:.0f} ms: estimating is "
+            f"{ms[protocol] / ms['cold']:.0f}x faster (cold cache), {ms[protocol] / ms['warm']:.0f}x (warm)"
+        )
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--estimator", default="cpu")
     ap.add_argument("--archs", type=int, default=2000)
+    ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions of estimate and measure")
     args = ap.parse_args()
-    est_path = args.estimator
-    results: dict = {"estimator": est_path, "arch_estimates_per_s": {}}
-    for space_file in sorted((ROOT / "search_spaces").glob("*.yaml")):
-        space = SearchSpace.load(space_file)
-        rng = np.random.default_rng(1)
-        archs = [space.sample(rng) for _ in range(args.archs)]
-        est = LatencyEstimator.load(estimator_path(est_path))  # a fresh instance: cold cache
-        t = time.perf_counter()
-        estimate_archs(archs, est)
-        cold = args.archs / (time.perf_counter() - t)
-        archs = [space.sample(rng) for _ in range(args.archs)]
-        t = time.perf_counter()
-        estimate_archs(archs, est)
-        warm = args.archs / (time.perf_counter() - t)
-        results["arch_estimates_per_s"][space_file.name] = {"cold": cold, "warm": warm}
-        print(f"{space_file.name:32s} {cold:8.0f} archs/s cold cache, {warm:8.0f} warm")
-    est = load_estimator(est_path)
+    # the machine is shared: record how busy it was (1-minute load average, 2 cores)
+    results: dict = {"estimator": args.estimator, "load_average_start": os.getloadavg()[0]}
+    results["arch_estimates_per_s"] = arch_speed(args.estimator, args.archs)
+    est = load_estimator(args.estimator)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             from nasctl import zoo
@@ -65,29 +159,10 @@ def main() -> None:
                 SearchSpace.load(ROOT / "search_spaces/mobilenetv2_224.yaml").baseline(), Path(tmp) / "mbv2.onnx"
             )
             name = "mobilenetv2_224 baseline"
-        est.predict_kernels([])  # import / warm the library
-        times = []
-        for _ in range(5):
-            est._cache.clear()
-            t = time.perf_counter()
-            estimate_onnx(path, est)
-            times.append(time.perf_counter() - t)
-        est_s = float(np.median(times))
-        t = time.perf_counter()
-        med, _, runs = time_onnx(path)
-        meas_s = time.perf_counter() - t
-    results["onnx"] = {
-        "model": name,
-        "estimate_s": est_s,
-        "measure_s": meas_s,
-        "measured_latency_ms": med,
-        "measure_runs": runs,
-        "speedup": meas_s / est_s,
-    }
-    print(
-        f"{name}: estimate {est_s * 1e3:.0f} ms, measure {meas_s * 1e3:.0f} ms ({runs} runs of {med:.1f} ms): "
-        f"{meas_s / est_s:.0f}x faster"
-    )
+        results["onnx"] = onnx_speed(Path(path), name, est, args.reps)
+    results["load_average_end"] = os.getloadavg()[0]
+    start, end = results["load_average_start"], results["load_average_end"]
+    print(f"load average (1 min): {start:.1f} at the start, {end:.1f} at the end")
     save("latency_speed", results)
 
 

@@ -6,16 +6,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from typer.testing import CliRunner
 
+from nasctl import zoo
 from nasctl.cli import app
 from nasctl.errors import NasctlError
 from nasctl.latency.api import estimate_archs, estimate_onnx
 from nasctl.latency.estimator import LatencyEstimator, accuracy_metrics, read_measurements
-from nasctl.latency.kernels import Kernel, kernels_from_arch, kernels_from_onnx
+from nasctl.latency.kernels import Kernel, _Graph, kernels_from_arch, kernels_from_graph, kernels_from_onnx, load_onnx
 from nasctl.latency.measure import CSV_COLUMNS, measure
-from nasctl.latency.memory import memory_from_arch, memory_from_onnx
+from nasctl.latency.memory import memory_from_arch, memory_from_graph, memory_from_onnx
 from nasctl.latency.simulator import SimNPU
 from nasctl.nn.blocks import ConvBNAct
 from nasctl.nn.export import export_module, export_onnx
@@ -24,6 +26,8 @@ from nasctl.zoo import FireModule, ResBlock, ShuffleBlock, SqueezeExcite
 from tests.conftest import DEFAULT_SPACE, SHIPPED
 
 runner = CliRunner()
+# zoo models whose ONNX holds SE + SiLU, Clip, a runtime-shaped channel shuffle
+ZOO_SAMPLE = ("efficientnet_b0", "mobilenet_v2", "shufflenet_v2")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +101,66 @@ def test_onnx_coverage_of_common_operators(tmp_path):
     se = next(k for k in ks if k.op == "se")
     assert se.hidden == 8 and se.in_shape == (32, 16, 16)
     assert any(k.residual and k.act == "relu" for k in ks)  # ResNet: conv + add + relu in one kernel
+
+
+def _handmade_model():
+    """Initializers read as values next to weights: Conv (a weight) -> Clip(0, 6) with
+    initializer bounds -> Pad -> Resize (scales) -> Slice -> Mul by a large constant ->
+    Reshape (shape initializer) -> MatMul (a weight). Built with onnx.helper: no torch."""
+    rng = np.random.default_rng(0)
+    values = {
+        "w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+        "lo": np.array(0.0, np.float32),
+        "hi": np.array(6.0, np.float32),
+        "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+        "scales": np.array([1, 1, 2, 2], np.float32),
+        "starts": np.array([0, 0], np.int64),
+        "ends": np.array([16, 16], np.int64),
+        "axes": np.array([2, 3], np.int64),
+        "big": rng.standard_normal((1, 8, 16, 16)).astype(np.float32),
+        "flat": np.array([1, -1], np.int64),
+        "fc": rng.standard_normal((2048, 10)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Clip", ["c", "lo", "hi"], ["a"]),
+        helper.make_node("Pad", ["a", "pads"], ["p"]),
+        helper.make_node("Resize", ["p", "", "scales"], ["r"], mode="nearest"),
+        helper.make_node("Slice", ["r", "starts", "ends", "axes"], ["s"]),
+        helper.make_node("Mul", ["s", "big"], ["m"]),
+        helper.make_node("Reshape", ["m", "flat"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "handmade",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(v, name) for name, v in values.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shape_inference_without_weights_changes_nothing(tmp_path):
+    """The fast path (shape inference on a copy without the weights, constants converted
+    only when read as values) gives exactly the kernels, names, shapes and memory of
+    shape inference over the whole model."""
+    models = [zoo.export(n, tmp_path / f"{n}.onnx", resolution=32, width=0.25) for n in ZOO_SAMPLE]
+    models += [export_module(_Coverage(), (1, 3, 64, 64), tmp_path / "cov.onnx"), _handmade_model()]
+    for path_or_model in models:
+        model = load_onnx(path_or_model)
+        fast, full = _Graph(model), _Graph(model, full_inference=True)
+        assert fast.shape == full.shape and fast.is_float == full.is_float
+        ks_fast, ks_full = kernels_from_graph(fast), kernels_from_graph(full)
+        assert [(k.key(), k.batch, k.onnx_op, k.name, k.nodes, k.tensors) for k in ks_fast] == [
+            (k.key(), k.batch, k.onnx_op, k.name, k.nodes, k.tensors) for k in ks_full
+        ]
+        assert memory_from_graph(fast, ks_fast) == memory_from_graph(full, ks_full)
+        # weights are read by shape only: just the small value tensors became numpy arrays
+        assert all(a.size <= 64 for a in fast.const._arrays.values())
+    ks = kernels_from_graph(_Graph(_handmade_model()))
+    assert [k.op for k in ks] == ["conv", "pad", "unknown", "split", "mul", "reshape", "fc"]
+    assert ks[0].act == "relu6" and ks[2].out_shape == (8, 20, 20) and ks[3].out_shape == (8, 16, 16)
 
 
 def test_unknown_op_gets_roofline_estimate_and_warning(tmp_path, sim_estimator):

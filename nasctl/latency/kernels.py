@@ -17,6 +17,7 @@ Shapes drop the batch dimension (``batch`` is a field): ``in_shape``/``out_shape
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,11 +90,11 @@ class Kernel:
 
     @property
     def in_elements(self) -> int:
-        return int(np.prod(self.in_shape)) * self.batch if self.in_shape else 0
+        return int(math.prod(self.in_shape)) * self.batch if self.in_shape else 0
 
     @property
     def out_elements(self) -> int:
-        return int(np.prod(self.out_shape)) * self.batch if self.out_shape else 0
+        return int(math.prod(self.out_shape)) * self.batch if self.out_shape else 0
 
     @property
     def bytes(self) -> int:
@@ -242,50 +243,148 @@ _SE_CHAIN = {
 }
 
 
+# Weights are read by shape only. Initializers that shape inference or the kernel builder
+# read as *values* (Reshape shapes, Slice bounds, Clip bounds, Pad widths, Resize scales)
+# are integer tensors or a few floats: those are kept whole.
+_VALUE_MAX_ELEMENTS = 64
+# onnx.TensorProto.FLOAT, FLOAT16, DOUBLE, BFLOAT16 (literals: the Arch path imports this
+# module and needs no onnx)
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})
+
+
+def _is_weight(t) -> bool:
+    """A float initializer too large to be a shape, bound or scale: only its shape matters."""
+    return t.data_type in _FLOAT_TYPES and math.prod(t.dims) > _VALUE_MAX_ELEMENTS
+
+
+def _typed_input(t):
+    """A graph input with the shape and dtype of initializer ``t`` (no data)."""
+    import onnx
+
+    vi = onnx.ValueInfoProto(name=t.name)
+    tensor_type = vi.type.tensor_type
+    tensor_type.elem_type = t.data_type
+    tensor_type.shape.SetInParent()  # a known rank, even for a scalar
+    for d in t.dims:
+        tensor_type.shape.dim.add().dim_value = d
+    return vi
+
+
+def _shapes_only_model(model):
+    """A copy of ``model`` for shape inference in which every weight is a typed graph input
+    (shape and dtype, no data). Shape inference serialises the model into C++ and parses
+    the result back: with the weights that is most of its time, and they never change a
+    shape. Returns (model copy, number of the original graph inputs)."""
+    import onnx
+
+    g = model.graph
+    inputs = {i.name for i in g.input}
+    kept, typed = [], []
+    for t in g.initializer:
+        if not _is_weight(t):
+            kept.append(t)
+        elif t.name not in inputs:  # IR < 4 files list initializers as inputs already
+            typed.append(_typed_input(t))
+    graph = onnx.GraphProto(
+        name=g.name,
+        node=g.node,
+        input=[*g.input, *typed],
+        output=g.output,
+        value_info=g.value_info,
+        initializer=kept,
+        sparse_initializer=g.sparse_initializer,
+    )
+    copy = onnx.ModelProto(
+        ir_version=model.ir_version,
+        opset_import=model.opset_import,
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        domain=model.domain,
+        model_version=model.model_version,
+        functions=model.functions,
+        graph=graph,
+    )
+    return copy, len(g.input)
+
+
+class _Consts:
+    """Constant tensors by name (initializers, Constant nodes): shapes at once, numpy
+    arrays only for the few read as values (a weight is never converted)."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._protos: dict[str, object] = {}
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def add_proto(self, name: str, tensor) -> None:
+        self.shapes[name] = tuple(tensor.dims)
+        self._protos[name] = tensor
+        self._arrays.pop(name, None)
+
+    def add_array(self, name: str, array: np.ndarray) -> None:
+        self.shapes[name] = tuple(array.shape)
+        self._arrays[name] = array
+        self._protos.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.shapes
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        array = self._arrays.get(name)
+        if array is None:
+            from onnx import numpy_helper
+
+            array = self._arrays[name] = numpy_helper.to_array(self._protos[name])
+        return array
+
+    def get(self, name: str, default=None):
+        return self[name] if name in self.shapes else default
+
+
 class _Graph:
-    """Index over an ONNX graph: shapes, constants, producers, consumers."""
+    """Index over an ONNX graph: shapes, constants, producers, consumers.
 
-    def __init__(self, model):
-        import onnx
-        from onnx import numpy_helper, shape_inference
+    Shape inference runs on a copy without the weights (``_shapes_only_model``);
+    ``full_inference=True`` runs it on the whole model instead: slower, the same result
+    (the reference a test holds the fast path to)."""
 
+    def __init__(self, model, full_inference: bool = False):
+        from onnx import shape_inference
+
+        shapes_model, n_inputs = (model, len(model.graph.input)) if full_inference else _shapes_only_model(model)
         try:
-            model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+            inferred = shape_inference.infer_shapes(shapes_model, strict_mode=False, data_prop=True)
         except Exception as exc:  # onnx raises many types
             raise NasctlError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
-        g = model.graph
+        g = inferred.graph
         self.nodes = list(g.node)
-        self.const: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        self.const = _Consts()
+        for t in model.graph.initializer:
+            self.const.add_proto(t.name, t)
         for n in self.nodes:
             if n.op_type == "Constant" and n.attribute:
                 a = n.attribute[0]
                 if a.name == "value":
-                    self.const[n.output[0]] = numpy_helper.to_array(a.t)
+                    self.const.add_proto(n.output[0], a.t)
                 elif a.name in ("value_float", "value_int"):
-                    self.const[n.output[0]] = np.array(a.f if a.name == "value_float" else a.i)
+                    self.const.add_array(n.output[0], np.array(a.f if a.name == "value_float" else a.i))
         self.shape: dict[str, tuple[int, ...]] = {}
         self.is_float: dict[str, bool] = {}
         unknown: list[str] = []
-        for vi in list(g.input) + list(g.value_info) + list(g.output):
+        # the weights made inputs for shape inference are not graph inputs
+        for vi in [*list(g.input)[:n_inputs], *g.value_info, *g.output]:
             t = vi.type.tensor_type
-            known = [d.HasField("dim_value") for d in t.shape.dim]
-            self.shape[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
-            self.is_float[vi.name] = t.elem_type in (
-                onnx.TensorProto.FLOAT,
-                onnx.TensorProto.FLOAT16,
-                onnx.TensorProto.DOUBLE,
-                onnx.TensorProto.BFLOAT16,
-            )
-            if self.is_float[vi.name] and not all(known[1:]):  # dim 0 is the (symbolic) batch
+            shape, complete = [], True
+            for j, d in enumerate(t.shape.dim):
+                if d.HasField("dim_value"):
+                    shape.append(d.dim_value)
+                else:
+                    shape.append(1)
+                    complete = complete and j == 0  # dim 0 is the (symbolic) batch
+            self.shape[vi.name] = tuple(shape)
+            self.is_float[vi.name] = is_float = t.elem_type in _FLOAT_TYPES
+            if is_float and not complete:
                 unknown.append(vi.name)
-        produced = {o for n in g.node for o in n.output if o}
-        unknown += [o for o in produced if o not in self.shape]
-        if unknown:  # shapes computed at run time (e.g. Slice bounds from Shape ops): ask onnxruntime
-            for name, (shape, is_float) in _probe_shapes(model, [u for u in unknown if u in produced]).items():
-                self.shape[name] = (1, *shape[1:]) if shape else shape
-                self.is_float[name] = is_float
-        for name, arr in self.const.items():
-            self.shape[name] = tuple(arr.shape)
         self.producer: dict[str, object] = {}
         self.consumers: dict[str, list] = defaultdict(list)
         for n in self.nodes:
@@ -294,15 +393,29 @@ class _Graph:
             for i in n.input:
                 if i:
                     self.consumers[i].append(n)
+        produced = {o for o in self.producer if o}
+        unknown += [o for o in produced if o not in self.shape]
+        if unknown:  # shapes computed at run time (e.g. Slice bounds from Shape ops): ask onnxruntime
+            probe = [u for u in unknown if u in produced]
+            for name, (shape, is_float) in _probe_shapes(model, g, probe).items():
+                self.shape[name] = (1, *shape[1:]) if shape else shape
+                self.is_float[name] = is_float
+        self.shape.update(self.const.shapes)
         self.graph_outputs = {o.name for o in g.output}
+        self._attrs: dict[int, dict[str, object]] = {}
 
     def attr(self, node, name: str, default=None):
-        for a in node.attribute:
-            if a.name == name:
-                from onnx import helper
+        attrs = self._attrs.get(id(node))
+        if attrs is None:  # index a node's attributes once: the builder asks several times
+            attrs = self._attrs[id(node)] = {}
+            for a in node.attribute:
+                attrs.setdefault(a.name, a)
+        a = attrs.get(name)
+        if a is None:
+            return default
+        from onnx import helper
 
-                return helper.get_attribute_value(a)
-        return default
+        return helper.get_attribute_value(a)
 
     def only_consumer(self, tensor: str):
         cons = self.consumers.get(tensor, [])
@@ -314,9 +427,11 @@ class _Graph:
         return [i for i in node.input if i and i not in self.const]
 
 
-def _probe_shapes(model, names: list[str]) -> dict[str, tuple[tuple[int, ...], bool]]:
+def _probe_shapes(model, inferred, names: list[str]) -> dict[str, tuple[tuple[int, ...], bool]]:
     """Run the model once in onnxruntime (no graph optimisation, so names survive) with
-    ``names`` exposed as outputs, and return their real shapes. Inputs: zeros, batch 1."""
+    ``names`` exposed as outputs, and return their real shapes. Inputs: zeros, batch 1.
+    ``inferred``: the graph shape inference returned, whose value infos and outputs the
+    probe carries."""
     import onnx
     import onnxruntime as ort
 
@@ -324,6 +439,10 @@ def _probe_shapes(model, names: list[str]) -> dict[str, tuple[tuple[int, ...], b
         return {}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    probe.graph.value_info.extend(inferred.value_info)
+    del probe.graph.output[:]
+    probe.graph.output.extend(inferred.output)
     existing = {o.name for o in probe.graph.output}
     for n in names:
         if n not in existing:
@@ -449,8 +568,8 @@ class _Builder:
         out_shape = _strip_batch(g.shape.get(t, g.shape.get(node.output[0], ())))
         cin = in_shape[0]
         op = "conv" if groups == 1 else ("dwconv" if groups == cin == cout else "gconv")
-        weights = int(np.prod(wshape))
-        macs = weights * int(np.prod(out_shape[1:]))
+        weights = int(math.prod(wshape))
+        macs = weights * int(math.prod(out_shape[1:]))
         self.emit(
             Kernel(
                 op,
@@ -490,7 +609,7 @@ class _Builder:
                 t = nxt.output[0]
         act, t = self._absorb_act(t, nodes)
         xs = g.shape[x]
-        batch = int(np.prod(xs[:-1])) if len(xs) > 1 else 1
+        batch = int(math.prod(xs[:-1])) if len(xs) > 1 else 1
         self.emit(Kernel("fc", (cin,), (cout,), act=act, macs=cin * cout, params=params, batch=batch), nodes)
 
     def se(self, gap) -> bool:
@@ -535,7 +654,7 @@ class _Builder:
                     else ws[0]
                 )
                 hidden = hidden or out_c
-                size = int(np.prod(ws))
+                size = int(math.prod(ws))
                 params += size + (out_c if len(nxt.input) > 2 and nxt.input[2] else 0)
                 macs += size
             nodes.append(nxt)
@@ -607,7 +726,7 @@ class _Builder:
         if node.op_type == "Mul" and (silu := self._silu_after(node.input[0])) and silu[1] is node:
             return
         dyn = g.dynamic_inputs(node)
-        x = max(dyn or list(node.input), key=lambda i: int(np.prod(g.shape.get(i, (1,)))))
+        x = max(dyn or list(node.input), key=lambda i: int(math.prod(g.shape.get(i, (1,)))))
         shape = g.shape.get(node.output[0], g.shape.get(x, ()))
         self.emit(
             Kernel(
@@ -678,7 +797,7 @@ class _Builder:
         x = next((i for i in node.input if i in g.shape), None)
         ins = _strip_batch(g.shape.get(x, ())) if x else ()
         out = _strip_batch(g.shape.get(node.output[0], ())) if node.output else ()
-        params = sum(int(np.prod(g.const[i].shape)) for i in node.input if i in g.const)
+        params = sum(math.prod(g.const.shapes[i]) for i in node.input if i in g.const)
         self.emit(Kernel("unknown", ins, out, params=params, onnx_op=node.op_type), [node])
 
     # -- driver --------------------------------------------------------------------

@@ -9,6 +9,7 @@ the steps, counting the running kernel's inputs and outputs. Weights are counted
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +98,7 @@ def memory_from_graph(g: _Graph, kernels: list[Kernel]) -> Memory:
     for t in produced:
         shape = g.shape.get(t)
         if shape is not None and g.is_float.get(t, True):
-            sizes[t] = int(np.prod(shape)) if shape else 1
+            sizes[t] = int(math.prod(shape)) if shape else 1
     # reshape-like kernels alias their input (no copy)
     for k in kernels:
         if k.op == "reshape":
