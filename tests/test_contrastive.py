@@ -118,12 +118,28 @@ def test_gamma_loss_tracks_partition_per_sample():
     _, first = positive_and_partition(similarities(z1, z2, 0.5))
     value, monitor = loss(z1, z2, idx)
     assert torch.isfinite(value) and math.isfinite(monitor)
-    assert torch.allclose(loss.z_hat[idx, 0], first[:4]) and torch.allclose(loss.z_hat[idx, 1], first[4:])
-    assert not loss.seen[0].any()
+    first_per_sample = 0.5 * (first[:4] + first[4:])  # one estimate per sample, both views
+    assert torch.allclose(loss.z_hat[idx], first_per_sample)
+    assert not loss.seen[0] and bool(loss.seen[idx].all())
     z1b, z2b = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
     _, second = positive_and_partition(similarities(z1b, z2b, 0.5))
     loss(z1b, z2b, idx)
-    assert torch.allclose(loss.z_hat[idx, 0], 0.75 * first[:4] + 0.25 * second[:4])
+    assert torch.allclose(loss.z_hat[idx], 0.75 * first_per_sample + 0.25 * 0.5 * (second[:4] + second[4:]))
+
+
+def test_gamma_weights_come_from_the_estimate_before_the_batch():
+    """With a huge shape, u = 1 / Zhat exactly: a seen sample's u uses its stored estimate,
+    so the M-step value is -s+ + Zbatch / Zhat_before."""
+    loss = GammaLoss(n_samples=4, temperature=0.5, shape=1e9, momentum=0.5)
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    idx = torch.arange(4)
+    loss.z_hat[idx] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    loss.seen[idx] = True
+    value, _ = loss(z1, z2, idx)
+    s_pos, zb = positive_and_partition(similarities(z1, z2, 0.5))
+    before = torch.tensor([1.0, 2.0, 3.0, 4.0]).repeat(2)
+    assert float(value) == pytest.approx(float((-s_pos + zb / before).mean()), rel=1e-4)
 
 
 def test_gamma_draws_have_the_right_mean():

@@ -20,6 +20,7 @@ for both (the mean of ``-s_i+ + log Zbatch_i``), so curves are comparable.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -65,18 +66,17 @@ def m_step_loss(s_pos: Tensor, z_batch: Tensor, u: Tensor) -> Tensor:
     return (-s_pos + u.detach() * z_batch).mean()
 
 
-def sample_u(z_hat: Tensor, shape: float, generator: torch.Generator | None = None) -> Tensor:
+def sample_u(z_hat: Tensor, shape: float, generator: torch.Generator | np.random.Generator | None = None) -> Tensor:
     """E-step: ``u_i ~ Gamma(shape a, rate a * Zhat_i)``, so ``E[u_i] = 1 / Zhat_i``.
 
-    torch's Gamma sampler takes no generator; with one, the draw runs on a forked global
-    stream seeded from it, so results depend only on the generator."""
-    dist = torch.distributions.Gamma(torch.full_like(z_hat, float(shape)), float(shape) * z_hat)
+    torch's Gamma sampler takes no generator, so a seeded draw goes through NumPy's
+    (a ``torch.Generator`` seeds one on the fly; pass a ``np.random.Generator`` to keep one)."""
     if generator is None:
-        return dist.sample()
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return dist.sample()
+        return torch.distributions.Gamma(torch.full_like(z_hat, float(shape)), float(shape) * z_hat).sample()
+    if isinstance(generator, torch.Generator):
+        generator = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    g = generator.standard_gamma(float(shape), size=tuple(z_hat.shape))
+    return torch.from_numpy(g).to(z_hat) / (float(shape) * z_hat)
 
 
 class NTXentLoss(nn.Module):
@@ -97,11 +97,12 @@ class NTXentLoss(nn.Module):
 class GammaLoss(nn.Module):
     """The decomposable contrastive loss with Gamma auxiliary weights.
 
-    ``n_samples``: dataset size (``Zhat`` is indexed by dataset sample and view);
-    ``shape``: the Gamma shape a; ``momentum``: the moving-average rate of ``Zhat``
-    (``Zhat <- (1 - m) Zhat + m Zbatch``; a sample seen for the first time takes ``Zbatch``).
-    ``u`` is drawn from the estimate held *before* this batch, so it is independent of
-    this batch's ``Zbatch``.
+    ``n_samples``: dataset size (``Zhat`` is indexed by dataset sample, one estimate shared
+    by the sample's two views, which are interchangeable augmentations); ``shape``: the
+    Gamma shape a; ``momentum``: the moving-average rate of ``Zhat``
+    (``Zhat <- (1 - m) Zhat + m Zbatch``). ``u`` is drawn from the estimate held *before*
+    this batch, so it is independent of this batch's ``Zbatch``; a sample seen for the
+    first time starts from the batch's mean ``Zbatch`` over all anchors.
     """
 
     name = "gamma"
@@ -113,15 +114,19 @@ class GammaLoss(nn.Module):
         shape: float = 1.0,
         momentum: float = 0.5,
         generator: torch.Generator | None = None,
+        drift_correction: bool = True,
     ):
         super().__init__()
+        self.drift_correction = drift_correction
         if shape <= 0:
             raise ValueError(f"gamma shape must be > 0 (got {shape})")
         if not 0 < momentum <= 1:
             raise ValueError(f"gamma momentum must be in (0, 1] (got {momentum})")
-        self.temperature, self.shape, self.momentum, self.generator = temperature, shape, momentum, generator
-        self.register_buffer("z_hat", torch.zeros(n_samples, 2))
-        self.register_buffer("seen", torch.zeros(n_samples, 2, dtype=torch.bool))
+        self.temperature, self.shape, self.momentum = temperature, shape, momentum
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
+        self.rng = np.random.default_rng(seed)
+        self.register_buffer("z_hat", torch.zeros(n_samples))
+        self.register_buffer("seen", torch.zeros(n_samples, dtype=torch.bool))
 
     def forward(self, z1: Tensor, z2: Tensor, index: Tensor | None = None) -> tuple[Tensor, float]:
         if index is None:
@@ -129,15 +134,19 @@ class GammaLoss(nn.Module):
         n = z1.shape[0]
         s = similarities(z1, z2, self.temperature)
         s_pos, z_batch = positive_and_partition(s)
-        idx = torch.cat([index, index])
-        view = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
         with torch.no_grad():
             zb = z_batch.detach()
-            seen = self.seen[idx, view]
-            prior = torch.where(seen, self.z_hat[idx, view], zb)
-            u = sample_u(prior, self.shape, self.generator)
-            self.z_hat[idx, view] = torch.where(seen, (1 - self.momentum) * prior + self.momentum * zb, zb)
-            self.seen[idx, view] = True
+            seen = self.seen[index]
+            per_sample = 0.5 * (zb[:n] + zb[n:])
+            prior = torch.where(seen, self.z_hat[index], zb.mean())
+            if self.drift_correction and bool(seen.any()):
+                # Z shrinks as training spreads the embeddings, and a sample's estimate is
+                # an epoch old: rescale by the batch-wide drift (one scalar for the batch).
+                drift = per_sample[seen].mean() / self.z_hat[index][seen].mean()
+                prior = torch.where(seen, prior * drift, prior)
+            u = sample_u(torch.cat([prior, prior]), self.shape, self.rng)
+            self.z_hat[index] = torch.where(seen, (1 - self.momentum) * prior + self.momentum * per_sample, per_sample)
+            self.seen[index] = True
             monitor = float((-s_pos + torch.log(zb)).mean())
         return m_step_loss(s_pos, z_batch, u), monitor
 
