@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   - create .venv, install, run the main job on the embedded default
+#                 (estimate a model, pretrain the baseline, a short search on digits)
 #   make test   - create .venv, install, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,12 +22,11 @@ install: $(BIN)/nasctl
 
 demo: install
 	$(BIN)/nasctl space $(SPACE) --sample 3
-	$(BIN)/nasctl space $(SPACE) --sample 4 --seed 0 --out $(RUN)/archs
-	$(BIN)/nasctl space $(SPACE) --baseline --out $(RUN)/baseline.json
-	$(BIN)/nasctl export $(RUN)/baseline.json --out $(RUN)/baseline.onnx
 	$(BIN)/nasctl export --space $(SPACE) --seed 0 --out $(RUN)/model.onnx
-	$(BIN)/nasctl estimate $(RUN)/model.onnx --measure
-	$(BIN)/nasctl estimate $(RUN)/model.onnx --estimator sim-npu-p16 --top 5
+	$(BIN)/nasctl estimate $(RUN)/model.onnx --measure --top 5
+	$(BIN)/nasctl pretrain --space $(SPACE) --baseline --time-budget 60 --out $(RUN)/pretrain
+	$(BIN)/nasctl search $(SPACE) --trials 6 --trial-seconds 20 --out $(RUN)/search
+	@echo "demo done: see $(RUN)/search/report.md"
 
 # The distributed-search test starts a throwaway PostgreSQL server: install Debian's
 # package when it is missing and we are root (otherwise that one test skips, saying why).

@@ -725,6 +725,7 @@ def search(
     ] = 30.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Per-trial batch size.")] = 32,
     population: Annotated[int, typer.Option(min=2, help="NSGA-II population size.")] = 8,
+    sampler: Annotated[str, typer.Option(help="nsga2 (evolutionary) | random (a baseline to compare with).")] = "nsga2",
     seed: Annotated[int, typer.Option(help="Seed for the sampler, the training and the data split.")] = 0,
     storage: Annotated[
         Optional[str],
@@ -775,6 +776,7 @@ def search(
         workers=workers,
         population_size=population,
         top_k=top,
+        sampler=sampler,
     )
     prepare(cfg)  # every bad input fails here, before the live view starts
     interrupted = False

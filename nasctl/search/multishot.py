@@ -32,7 +32,7 @@ GRACE_S = 15
 POLL_S = 2.0
 CONFIG_FILE = "search.json"
 # settings that must match when a run resumes an existing study
-_STUDY_KEYS = ("space_file", "strategy", "objectives", "estimator", "data", "budget")
+_STUDY_KEYS = ("space_file", "strategy", "objectives", "estimator", "data", "budget", "sampler")
 
 
 @dataclass
@@ -52,6 +52,7 @@ class SearchConfig:
     workers: int = 1
     population_size: int = 8
     top_k: int = 3
+    sampler: str = "nsga2"  # or "random": the baseline a search should beat
 
     @property
     def storage_url(self) -> str:
@@ -78,6 +79,7 @@ class SearchConfig:
             "workers": self.workers,
             "population_size": self.population_size,
             "top_k": self.top_k,
+            "sampler": self.sampler,
         }
 
     @classmethod
@@ -102,6 +104,7 @@ class SearchConfig:
             workers=d["workers"],
             population_size=d["population_size"],
             top_k=d["top_k"],
+            sampler=d.get("sampler", "nsga2"),
         )
 
 
@@ -161,7 +164,10 @@ def open_study(cfg: SearchConfig, worker: int = 0, storage=None):
     except KeyError:  # a new study
         done = 0
     seed = cfg.seed + 1000 * worker + 7919 * done
-    sampler = optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
+    if cfg.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
     study = optuna.create_study(
         storage=storage,
         study_name=cfg.name,
@@ -356,6 +362,8 @@ def prepare(cfg: SearchConfig) -> Any:
 
     if cfg.strategy != "multishot":
         raise NasctlError(f"unknown strategy {cfg.strategy!r} (available: multishot)")
+    if cfg.sampler not in ("nsga2", "random"):
+        raise NasctlError(f"unknown sampler {cfg.sampler!r} (expected nsga2 or random)")
     if cfg.trials is None and cfg.time_budget_s is None:
         raise NasctlError("give --trials N and/or --time-budget SECONDS")
     if cfg.trials is not None and cfg.trials < 1:
