@@ -103,8 +103,13 @@ def write_trials_csv(res: SearchResults, path: Path) -> Path:
 
 def measure_latencies(archs: dict[str, Any], out: Path, rounds: int = 3, threads: int = 1) -> dict[str, float]:
     """Export each arch (classifier head) and time all of them interleaved, ``rounds`` passes;
-    the median of the per-pass medians, in ms."""
-    from nasctl.latency.measure import time_onnx
+    the median of the per-pass medians, in ms.
+
+    The timing runs in a fresh process: measured inside a process that has just trained
+    for minutes, the same models came out up to 1.7x slower than in a fresh one."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     from nasctl.nn.export import export_onnx
 
     paths = {}
@@ -112,7 +117,14 @@ def measure_latencies(archs: dict[str, Any], out: Path, rounds: int = 3, threads
         p = out / f"{key}.onnx"
         if not p.is_file():
             export_onnx(arch, p)
-        paths[key] = p
+        paths[key] = str(p)
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(_time_interleaved, paths, rounds, threads).result()
+
+
+def _time_interleaved(paths: dict[str, str], rounds: int, threads: int) -> dict[str, float]:
+    from nasctl.latency.measure import time_onnx
+
     samples: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
         for key, p in paths.items():
