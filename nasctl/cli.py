@@ -807,6 +807,7 @@ class _SearchView:
     def __init__(self, cfg, disabled: bool = False):
         self.cfg, self.disabled = cfg, disabled
         self.status = "starting"
+        self.best: float | None = None
         self.rows: list = []
         self.counts: dict = {}
 
@@ -856,9 +857,10 @@ class _SearchView:
         from rich.text import Text
 
         c = self.counts
+        best = f", best val acc {self.best:.1%}" if self.best is not None else ""
         head = Text(
             f"search {self.cfg.name}: {c.get('complete', 0)}/{self.cfg.trials or '∞'} complete, "
-            f"{c.get('fail', 0)} failed  |  {self.status}"
+            f"{c.get('fail', 0)} failed{best}  |  {self.status}"
         )
         if not self.rows:
             return head
