@@ -173,8 +173,10 @@ def run_acceptance(args) -> None:
     if r.returncode != 0:
         sys.exit(f"the re-run failed: {r.stderr[-2000:]}")
     summary = json.loads(r.stdout)
-    with open(out / "trials.csv") as f:
-        states = [line.split(",")[1] for line in f.read().splitlines()[1:]]
+    import csv
+
+    with open(out / "trials.csv", newline="") as f:
+        states = [row["state"] for row in csv.DictReader(f)]
     print(f"re-run: {second_s:.0f} s; states: {', '.join(f'{s} x{states.count(s)}' for s in sorted(set(states)))}")
     b, base = summary["best_vs_baseline"], summary["baseline"]
     print(

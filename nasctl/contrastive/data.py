@@ -157,6 +157,10 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise NasctlError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f.files:

@@ -198,7 +198,6 @@ class Evaluator:
     """The objective: params -> Arch -> cost (+ constraints) -> [training] -> values."""
 
     def __init__(self, cfg: SearchConfig, on_progress: Callable[[dict], None] | None = None, worker: int = 0):
-        from nasctl.contrastive import load_data
         from nasctl.latency.api import load_estimator
         from nasctl.space import SearchSpace
 
@@ -207,13 +206,14 @@ class Evaluator:
         self.params = self.space.parameters()
         self.estimator = load_estimator(cfg.estimator)
         self._data: dict[tuple[int, int], Any] = {}
-        self._load_data = load_data
         self.on_progress = on_progress
 
     def data_for(self, arch):
         key = (arch.resolution, arch.in_channels)
         if key not in self._data:
-            self._data[key] = self._load_data(self.cfg.data, arch.resolution, arch.in_channels, seed=self.cfg.seed)
+            from nasctl.contrastive import load_data
+
+            self._data[key] = load_data(self.cfg.data, arch.resolution, arch.in_channels, seed=self.cfg.seed)
         return self._data[key]
 
     def __call__(self, trial) -> list[float]:
@@ -357,7 +357,7 @@ def prepare(cfg: SearchConfig) -> Any:
     the run config; enqueue the baseline into a new study. Returns the study."""
     from nasctl.contrastive import load_data
     from nasctl.latency.api import load_estimator
-    from nasctl.search.objectives import fastest_latency
+    from nasctl.search.objectives import space_floor
     from nasctl.space import SearchSpace
 
     if cfg.strategy != "multishot":
@@ -379,22 +379,19 @@ def prepare(cfg: SearchConfig) -> Any:
     data = load_data(cfg.data, base.resolution, base.in_channels, seed=cfg.seed)
     if not data.labelled:
         raise NasctlError(f"{cfg.data}: the data has no labels (y); the accuracy objective needs them")
-    if cfg.objectives.latency_budget_ms is not None:
-        fastest, arch = fastest_latency(space, estimator)
-        if cfg.objectives.latency_budget_ms < fastest:
-            raise NasctlError(
-                f"latency budget {cfg.objectives.latency_budget_ms:g} ms is below the fastest arch of the space "
-                f"({fastest:.3f} ms estimated, {arch.id}); nothing would be feasible"
-            )
-    if cfg.objectives.memory_budget_mb is not None:
-        from nasctl.search.objectives import arch_cost as cost_of
-
-        smallest = min(cost_of(space.resolve(p), estimator)["memory_mb"] for p in _small_params(space))
-        if cfg.objectives.memory_budget_mb < smallest:
-            raise NasctlError(
-                f"memory budget {cfg.objectives.memory_budget_mb:g} MB is below the smallest arch of the space "
-                f"({smallest:.3f} MB); nothing would be feasible"
-            )
+    ob = cfg.objectives
+    if ob.latency_budget_ms is not None or ob.memory_budget_mb is not None:
+        floor = space_floor(space, estimator)
+        for budget, key, unit, what in (
+            (ob.latency_budget_ms, "latency_ms", "ms", "latency budget"),
+            (ob.memory_budget_mb, "memory_mb", "MB", "memory budget"),
+        ):
+            value, arch = floor[key]
+            if budget is not None and budget < value:
+                raise NasctlError(
+                    f"{what} {budget:g} {unit} is below the {'fastest' if unit == 'ms' else 'smallest'} arch of "
+                    f"the space ({value:.3f} {unit} estimated, {arch.id}); nothing would be feasible"
+                )
     out = Path(cfg.out)
     saved = out / CONFIG_FILE
     if saved.is_file():
@@ -421,22 +418,6 @@ def _full_params(space, params: dict) -> dict:
         if name not in full:
             full[name] = choices[0]
     return full
-
-
-def _small_params(space) -> list[dict]:
-    """A few candidates at the small end of the space (smallest multiplier, depth, resolution)."""
-    out = []
-    for kind_pick in (0, -1):
-        p = {}
-        for name, choices in space.parameters().items():
-            if name in ("resolution", "depth_multiplier") or name.endswith((".depth", ".channels", ".expansion")):
-                p[name] = min(choices)
-            elif name.endswith(".kernel"):
-                p[name] = min(choices)
-            else:
-                p[name] = choices[kind_pick]
-        out.append(p)
-    return out
 
 
 def run_search(

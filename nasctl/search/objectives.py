@@ -79,29 +79,44 @@ def arch_cost(arch: Arch, estimator: LatencyEstimator) -> dict[str, float]:
         "latency_ms": float(est.latency_ms),
         "params": int(est.params),
         "peak_activation_bytes": int(est.peak_activation_bytes),
-        "memory_mb": (4 * est.params + est.peak_activation_bytes) / 2**20,
+        "memory_mb": memory_mb(est.params, est.peak_activation_bytes),
         "flops": int(c.flops),
     }
 
 
-def fastest_latency(space: SearchSpace, estimator: LatencyEstimator, samples: int = 2000, seed: int = 0) -> tuple:
-    """The lowest estimated latency among the baseline and ``samples`` random archs (with the
-    smallest depth multiplier forced): a lower bound check for a latency budget."""
+def memory_mb(params: int, peak_activation_bytes: int) -> float:
+    """Float32 weights plus peak activations, in MiB: the footprint a device must hold."""
+    return (4 * params + peak_activation_bytes) / 2**20
+
+
+def space_floor(space: SearchSpace, estimator: LatencyEstimator, samples: int = 2000, seed: int = 0) -> dict:
+    """The lowest estimated ``latency_ms`` and ``memory_mb`` in the space, each as
+    ``(value, arch)``, over the baseline, the all-smallest choices (either block kind) and
+    ``samples`` random archs pushed towards the small end: a check that a budget leaves
+    something feasible."""
     from nasctl.latency.api import estimate_archs
 
     rng = np.random.default_rng(seed)
     params = space.parameters()
+    small = ("resolution", "depth_multiplier")
+    small_suffixes = (".depth", ".channels", ".expansion", ".kernel")
     archs = [space.baseline()]
+    for kind in (0, -1):  # every choice at its smallest, with the first or the last block kind
+        archs.append(
+            space.resolve(
+                {n: (min(c) if n in small or n.endswith(small_suffixes) else c[kind]) for n, c in params.items()}
+            )
+        )
     for _ in range(samples):
         p = space.sample_params(rng)
-        for name, choices in params.items():  # push towards the small end of the space
-            if name in ("resolution", "depth_multiplier") or name.endswith((".depth", ".channels")):
-                if rng.random() < 0.7:
-                    p[name] = min(choices)
+        for name, choices in params.items():
+            if (name in small or name.endswith((".depth", ".channels"))) and rng.random() < 0.7:
+                p[name] = min(choices)
         archs.append(space.resolve(p))
-    lat = estimate_archs(archs, estimator)["latency_ms"]
-    i = int(np.argmin(lat))
-    return float(lat[i]), archs[i]
+    est = estimate_archs(archs, estimator)
+    mem = [memory_mb(int(n), int(b)) for n, b in zip(est["params"], est["peak_activation_bytes"], strict=True)]
+    i, j = int(np.argmin(est["latency_ms"])), int(np.argmin(mem))
+    return {"latency_ms": (float(est["latency_ms"][i]), archs[i]), "memory_mb": (mem[j], archs[j])}
 
 
 @dataclass
