@@ -4,7 +4,8 @@
 RandomSampler), 3 seeds each. Reported: the hypervolume of each feasible Pareto front in
 (accuracy up, estimated latency down), with the reference point (accuracy 0, 2x the
 baseline's latency), and the best arch within 1 point of the baseline's accuracy, with its
-estimated and measured latency against the baseline's.
+estimated and measured latency against the baseline's. The default 24 trials give NSGA-II
+(population 8) three generations; fronts are drawn in ``results/search_quality.png``.
 
 ``scaling``: wall time of the same study run by 1 and by 2 workers on one PostgreSQL
 server (a throwaway one on a loopback port, as in the tests).
@@ -13,7 +14,7 @@ server (a throwaway one on a loopback port, as in the tests).
 default per-trial budget, killed with SIGKILL after ``--kill-after`` complete trials and
 re-run; reports both wall times, the final trial states and best-vs-baseline.
 
-    python bench/search_multishot.py quality [--trials 16] [--trial-seconds 10] [--seeds 0 1 2]
+    python bench/search_multishot.py quality [--trials 24] [--trial-seconds 10] [--seeds 0 1 2]
     python bench/search_multishot.py scaling [--trials 8] [--trial-seconds 10]
     python bench/search_multishot.py acceptance [--trials 12] [--kill-after 6]
 """
@@ -33,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from common import save  # noqa: E402
+from common import RESULTS, save  # noqa: E402
 
 from nasctl.contrastive import PretrainConfig  # noqa: E402
 from nasctl.search import SearchConfig, TrialBudget, run_search, write_outputs  # noqa: E402
@@ -93,6 +94,10 @@ def run_quality(args) -> None:
                     "pareto_size": len(res.pareto),
                     "baseline": {k: base.get(k) for k in ("accuracy", "latency_ms", "measured_latency_ms")},
                     "best_vs_baseline": summary["best_vs_baseline"],
+                    "front": [
+                        {k: r.get(k) for k in ("number", "accuracy", "latency_ms", "measured_latency_ms", "params")}
+                        for r in res.pareto
+                    ],
                 }
             )
             b = summary["best_vs_baseline"]
@@ -114,8 +119,43 @@ def run_quality(args) -> None:
         f"hypervolume, mean of {len(args.seeds)} seeds: NSGA-II {table['nsga2']['hypervolume_mean']:.4f}, "
         f"random {table['random']['hypervolume_mean']:.4f}"
     )
-    save("search_quality", {"trials": args.trials, "trial_seconds": args.trial_seconds, "table": table, "runs": runs})
+    data = {"trials": args.trials, "trial_seconds": args.trial_seconds, "table": table, "runs": runs}
+    save("search_quality", data)
+    plot_quality(data, RESULTS / "search_quality.png")
     shutil.rmtree(root, ignore_errors=True)
+
+
+def plot_quality(data: dict, path: Path) -> None:
+    """Each run's feasible front (val accuracy against estimated latency) as a staircase:
+    NSGA-II solid, random dashed, one colour per seed; the baseline as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    seeds = sorted({r["seed"] for r in data["runs"]})
+    colours = plt.get_cmap("tab10")
+    for r in data["runs"]:
+        pts = sorted((p["latency_ms"], p["accuracy"]) for p in r["front"])
+        if not pts:
+            continue
+        c = colours(seeds.index(r["seed"]))
+        style = "-" if r["sampler"] == "nsga2" else "--"
+        label = f"{'NSGA-II' if r['sampler'] == 'nsga2' else 'random'} seed {r['seed']} (HV {r['hypervolume']:.3f})"
+        ax.step([p[0] for p in pts], [100 * p[1] for p in pts], where="post", ls=style, color=c, label=label)
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o" if style == "-" else "x", color=c, ms=4)
+    base = data["runs"][0]["baseline"]
+    ax.plot([base["latency_ms"]], [100 * base["accuracy"]], "k*", ms=12, label="baseline (seed 0)")
+    ax.set_xlabel("estimated latency (ms, shipped CPU estimator)")
+    ax.set_ylabel("val linear-probe accuracy (%)")
+    ax.set_title(f"Feasible Pareto fronts, {data['trials']} trials of {data['trial_seconds']:g} s each")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"saved {path}")
 
 
 def run_scaling(args) -> None:
@@ -210,7 +250,7 @@ def run_acceptance(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="part", required=True)
-    for name, trials in (("quality", 16), ("scaling", 8), ("acceptance", 12)):
+    for name, trials in (("quality", 24), ("scaling", 8), ("acceptance", 12)):
         p = sub.add_parser(name)
         p.add_argument("--kill-after", type=int, default=6)
         p.add_argument("--trials", type=int, default=trials)

@@ -227,6 +227,7 @@ def test_two_workers_on_postgres_run_every_trial_exactly_once(tmp_path, small_da
     assert workers == {0, 1}, workers  # both workers did trials
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # the orphan is made with ask()
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed(tmp_path, small_data):
     from nasctl.search.multishot import fail_orphans
 

@@ -11,8 +11,14 @@ from torch import nn
 from nasctl.contrastive.data import ImageData
 
 
+# Inference batch for evaluation. On CPU, batches of 256 at 32x32 make intermediates of
+# hundreds of MB and run 3x slower than batches of 64 (baseline arch, 1,259 images: 2.96 s
+# against 1.00 s), so evaluation stays at 64.
+EVAL_BATCH = 64
+
+
 @torch.no_grad()
-def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Pooled backbone features (``model.forward_features``) in eval mode."""
     was_training = model.training
     model.eval()
@@ -22,7 +28,7 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> None:
     """Recompute BatchNorm running statistics on ``x`` (clean images), as SPOS does before
     scoring a subnet: the statistics of augmented views are not those the probe sees."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
