@@ -15,6 +15,7 @@ default per-trial budget, killed with SIGKILL after ``--kill-after`` complete tr
 re-run; reports both wall times, the final trial states and best-vs-baseline.
 
     python bench/search_multishot.py quality [--trials 24] [--trial-seconds 10] [--seeds 0 1 2]
+    python bench/search_multishot.py plot     # redraw the quality figure from its JSON
     python bench/search_multishot.py scaling [--trials 8] [--trial-seconds 10]
     python bench/search_multishot.py acceptance [--trials 12] [--kill-after 6]
 """
@@ -151,7 +152,7 @@ def plot_quality(data: dict, path: Path) -> None:
     ax.set_ylabel("val linear-probe accuracy (%)")
     ax.set_title(f"Feasible Pareto fronts, {data['trials']} trials of {data['trial_seconds']:g} s each")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -257,7 +258,11 @@ def main() -> None:
         p.add_argument("--trial-seconds", type=float, default=10.0)
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sub.add_parser("plot", help="redraw results/search_quality.png from results/search_quality.json")
     args = ap.parse_args()
+    if args.part == "plot":
+        plot_quality(json.loads((RESULTS / "search_quality.json").read_text()), RESULTS / "search_quality.png")
+        return
     {"quality": run_quality, "scaling": run_scaling, "acceptance": run_acceptance}[args.part](args)
 
 

@@ -20,6 +20,7 @@ from nasctl.contrastive import PretrainConfig
 from nasctl.latency.api import estimate_archs, load_estimator
 from nasctl.search import Objectives, SearchConfig, TrialBudget
 from nasctl.search.multishot import Evaluator, open_study
+from nasctl.search.results import collect
 from nasctl.space import SearchSpace
 from tests.conftest import DEFAULT_SPACE
 
@@ -129,6 +130,7 @@ def test_duplicate_arch_reuses_the_trained_trial(tmp_path, small_data):
     assert a.params != b.params and a.user_attrs["arch_id"] == b.user_attrs["arch_id"]
     assert "duplicate_of" not in a.user_attrs and b.user_attrs["duplicate_of"] == 0
     assert b.values == a.values
+    assert [r["number"] for r in collect(cfg, study).pareto] == [0]  # one arch, listed once
 
 
 @pytest.mark.parametrize(

@@ -87,12 +87,16 @@ class Estimate:
 
 
 def _estimate(est: LatencyEstimator, kernels: list[Kernel], mem) -> Estimate:
+    n = np.array([len(kernels)], dtype=float)
+
+    def total_of(per_kernel: np.ndarray) -> float:
+        return float(est._total(np.array([per_kernel.sum()]), n)[0])
+
     per = est.predict_kernels(kernels)
-    total = float(est.predict_many([kernels])[0])
+    total = total_of(per)
     band = None
     if est.quantiles:
-        lo = float(est._total(np.array([est.predict_kernels(kernels, "q10").sum()]), np.array([len(kernels)]))[0])
-        hi = float(est._total(np.array([est.predict_kernels(kernels, "q90").sum()]), np.array([len(kernels)]))[0])
+        lo, hi = total_of(est.predict_kernels(kernels, "q10")), total_of(est.predict_kernels(kernels, "q90"))
         band = (min(lo, total), max(hi, total))
     return Estimate(
         total,

@@ -87,7 +87,15 @@ def collect(cfg: SearchConfig, study=None) -> SearchResults:
         best = study.best_trials  # the feasible Pareto set
     except Exception:  # no complete trial yet
         best = []
-    pareto = sorted((_row(t) for t in best if t.user_attrs.get("trained")), key=lambda r: -(r["accuracy"] or 0))
+    # one row per arch: a trial that reused a twin's training has the twin's values, so both
+    # sit on the front; the trained original (lowest number) stands for them
+    seen: set[str] = set()
+    distinct = []
+    for t in sorted(best, key=lambda t: t.number):
+        if t.user_attrs.get("trained") and t.user_attrs.get("arch_id") not in seen:
+            seen.add(t.user_attrs.get("arch_id"))
+            distinct.append(_row(t))
+    pareto = sorted(distinct, key=lambda r: -(r["accuracy"] or 0))
     base = [r for r in rows if r["baseline"] and r["state"] == "COMPLETE"]
     return SearchResults(cfg, rows, pareto, base[0] if base else None, trial_counts(study))
 
