@@ -880,9 +880,12 @@ class _SearchView:
 
 
 def _render_search(res, out: Path) -> None:
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="Pareto set (feasible)", title_justify="left")
+    t = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title="Pareto set (feasible)", title_justify="left"
+    )
     for col in ("trial", "val acc", "test acc", "est. ms", "meas. ms", "mem MB", "params", "arch id"):
-        t.add_column(col, justify="right", no_wrap=True)
+        # headers keep their width in an 80-column terminal; the arch id is what gets cut
+        t.add_column(col, justify="right", no_wrap=True, min_width=None if col == "arch id" else len(col))
     rows = ([res.baseline] if res.baseline else []) + [r for r in res.pareto if not r["baseline"]]
     for r in rows:
         t.add_row(

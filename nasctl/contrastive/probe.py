@@ -10,7 +10,6 @@ from torch import nn
 
 from nasctl.contrastive.data import ImageData
 
-
 # Inference batch for evaluation. On CPU, batches of 256 at 32x32 make intermediates of
 # hundreds of MB and run 3x slower than batches of 64 (baseline arch, 1,259 images: 2.96 s
 # against 1.00 s), so evaluation stays at 64.
