@@ -219,6 +219,13 @@ SeedOpt = Annotated[int, typer.Option(help="Sampling seed with --space.")]
 BaselineOpt = Annotated[
     bool, typer.Option("--baseline", help="With --space: the space's baseline instead of a sample.")
 ]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--train-device",
+        help="Where to train (not the latency target): cpu, auto (a CUDA GPU when there is one), cuda, cuda:N, mps.",
+    ),
+]
 
 
 @app.command()
@@ -593,6 +600,7 @@ def pretrain(
     subset: Annotated[
         Optional[int], typer.Option(min=10, metavar="N", help="Use at most N images of each split (quick runs).")
     ] = None,
+    device: DeviceOpt = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json (without the per-step curve).")] = False,
 ) -> None:
     """Pretrain an arch contrastively (no labels), then score its frozen backbone by a
@@ -612,6 +620,7 @@ def pretrain(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nasctl.contrastive import AugmentConfig, PretrainConfig, load_data, pretrain_and_evaluate, write_run
+    from nasctl.contrastive.pretrain import resolve_device
 
     a = _load_arch(arch, space_file, seed, baseline)
     dataset = load_data(data, a.resolution, a.in_channels, seed=seed)
@@ -631,12 +640,13 @@ def pretrain(
         time_budget_s=time_budget,
         seed=seed,
         augment=aug,
+        device=device,
     ).validate()
     err = Console(stderr=True)
     if not as_json:
         s = dataset.summary()
         err.print(
-            f"pretraining {a.id} ({loss}, batch {cfg.batch_size}) on {s['name']}: "
+            f"pretraining {a.id} ({loss}, batch {cfg.batch_size}, {resolve_device(cfg.device)}) on {s['name']}: "
             f"{s['train']} train / {s['val']} val / {s['test']} test images, {s['classes']} classes"
         )
     with Progress(
@@ -724,6 +734,7 @@ def search(
         Optional[float], typer.Option("--trial-seconds", help="...and at most this many seconds.")
     ] = 30.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Per-trial batch size.")] = 32,
+    device: DeviceOpt = "cpu",
     population: Annotated[int, typer.Option(min=2, help="NSGA-II population size.")] = 8,
     sampler: Annotated[str, typer.Option(help="nsga2 (evolutionary) | random (a baseline to compare with).")] = "nsga2",
     seed: Annotated[int, typer.Option(help="Seed for the sampler, the training and the data split.")] = 0,
@@ -764,7 +775,14 @@ def search(
             tuple(o.strip() for o in objectives.split(",") if o.strip()), latency_budget, memory_budget
         ),
         budget=TrialBudget(
-            PretrainConfig(loss=loss, epochs=epochs, batch_size=batch_size, time_budget_s=trial_seconds, seed=seed)
+            PretrainConfig(
+                loss=loss,
+                epochs=epochs,
+                batch_size=batch_size,
+                time_budget_s=trial_seconds,
+                seed=seed,
+                device=device,
+            )
         ),
         estimator=estimator,
         data=data,

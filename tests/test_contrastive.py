@@ -11,10 +11,19 @@ import torch
 from typer.testing import CliRunner
 
 from nasctl.cli import app
-from nasctl.contrastive import AugmentConfig, GammaLoss, load_data, load_weights, nt_xent
+from nasctl.contrastive import (
+    AugmentConfig,
+    GammaLoss,
+    PretrainConfig,
+    load_data,
+    load_weights,
+    nt_xent,
+    pretrain_and_evaluate,
+)
 from nasctl.contrastive.augment import augment, two_views
 from nasctl.contrastive.data import split_indices
 from nasctl.contrastive.losses import m_step_loss, positive_and_partition, sample_u, similarities
+from nasctl.contrastive.pretrain import resolve_device
 from nasctl.contrastive.probe import knn_accuracy, linear_probe
 from nasctl.errors import NasctlError
 from nasctl.nn.builder import build_model
@@ -311,8 +320,39 @@ def test_pretrain_command_end_to_end(tmp_path):
         (["--loss", "infonce"], "unknown loss"),
         (["--gamma-momentum", "1.5"], "gamma momentum"),
         (["--temperature", "0"], "temperature"),
+        (["--train-device", "tpu"], "unknown device"),
+        pytest.param(
+            ["--train-device", "cuda"],
+            "no CUDA GPU here",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU"),
+        ),
     ],
 )
 def test_pretrain_bad_options_exit_2(extra, message):
     r = runner.invoke(app, ["pretrain", "--space", str(DEFAULT_SPACE), "--baseline", *extra])
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_auto_device_is_cuda_when_there_is_one():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine)")
+def test_pretrain_on_cuda_matches_cpu():
+    """Same seed, same batches and views (drawn on the CPU generator) on both devices: the
+    first loss agrees to float tolerance and the run stays close; the probe runs on the GPU."""
+    arch = SearchSpace.load(DEFAULT_SPACE).baseline()
+    data = load_data("digits", arch.resolution, arch.in_channels).subset(160, 160)
+    runs = {}
+    for dev in ("cpu", "cuda"):
+        cfg = PretrainConfig(epochs=1, batch_size=32, seed=3, device=dev)
+        result, metrics = pretrain_and_evaluate(arch, data, cfg)
+        assert next(result.model.parameters()).device.type == dev
+        runs[dev] = (result.loss_per_step, metrics)
+    (cpu_loss, cpu_m), (gpu_loss, gpu_m) = runs["cpu"], runs["cuda"]
+    assert len(cpu_loss) == len(gpu_loss) == 5
+    assert abs(cpu_loss[0] - gpu_loss[0]) < 1e-3 * abs(cpu_loss[0]) + 1e-4, (cpu_loss, gpu_loss)
+    assert np.allclose(cpu_loss, gpu_loss, rtol=0.05, atol=0.05), (cpu_loss, gpu_loss)
+    assert abs(cpu_m["linear_probe_accuracy"] - gpu_m["linear_probe_accuracy"]) < 0.15

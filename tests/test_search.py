@@ -79,7 +79,8 @@ def test_search_end_to_end_then_resume_and_report(tmp_path, small_data):
     assert winners and all(w.startswith("rank") for w in winners)
     first = {t.number: t.user_attrs["arch_id"] for t in _study(out).get_trials()}
 
-    r = runner.invoke(app, [*_search_args(out, small_data, 3), "--no-measure"])  # resume: one more trial only
+    # resume: one more trial only (on another device: where a study runs is not what it is)
+    r = runner.invoke(app, [*_search_args(out, small_data, 3), "--no-measure", "--train-device", "auto"])
     assert r.exit_code == 0, r.output
     trials = _study(out).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3

@@ -65,21 +65,22 @@ def affine_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Ten
 def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """One random view of each image of ``x`` (N x C x H x W in [0, 1])."""
     n, c = x.shape[:2]
-    theta = affine_params(n, cfg, gen)
+    dev = x.device  # the draws come from ``gen`` (CPU) and are applied where x is
+    theta = affine_params(n, cfg, gen).to(dev)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     jit = (torch.rand(n, generator=gen) < cfg.jitter_p).float().view(n, 1, 1, 1)
-    bright = 1 + jit * _uniform(n, -cfg.brightness, cfg.brightness, gen).view(n, 1, 1, 1)
-    contrast = 1 + jit * _uniform(n, -cfg.contrast, cfg.contrast, gen).view(n, 1, 1, 1)
+    bright = (1 + jit * _uniform(n, -cfg.brightness, cfg.brightness, gen).view(n, 1, 1, 1)).to(dev)
+    contrast = (1 + jit * _uniform(n, -cfg.contrast, cfg.contrast, gen).view(n, 1, 1, 1)).to(dev)
     out = out * bright
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contrast + mean
     if c == 3 and cfg.grayscale_p > 0:
-        grey = (torch.rand(n, generator=gen) < cfg.grayscale_p).view(n, 1, 1, 1)
+        grey = (torch.rand(n, generator=gen) < cfg.grayscale_p).view(n, 1, 1, 1).to(dev)
         out = torch.where(grey, out.mean(dim=1, keepdim=True).expand_as(out), out)
     if cfg.noise_std > 0:
         std = _uniform(n, 0.0, cfg.noise_std, gen).view(n, 1, 1, 1)
-        out = out + std * torch.randn(out.shape, generator=gen)
+        out = out + (std * torch.randn(out.shape, generator=gen)).to(dev)
     return out.clamp(0.0, 1.0)
 
 

@@ -48,8 +48,10 @@ class PretrainConfig:
     time_budget_s: float | None = None
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "cpu"  # cpu | auto (CUDA when there is one) | cuda | cuda:N | mps
 
     def validate(self) -> PretrainConfig:
+        resolve_device(self.device)
         if self.loss not in LOSSES:
             raise NasctlError(f"unknown loss {self.loss!r} (expected one of: {', '.join(LOSSES)})")
         checks = [
@@ -83,6 +85,28 @@ class PretrainResult:
     loss_per_epoch: list[float]
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``name``; ``auto`` is the first CUDA GPU if there is one, else
+    the CPU. A device that is not there is a one-line error, not a CUDA traceback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise NasctlError(f"unknown device {name!r} (expected auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NasctlError(f"device {name!r}: no CUDA GPU here (torch {torch.__version__}); train on cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise NasctlError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise NasctlError(f"device {name!r}: no Apple GPU (MPS) here; train on cpu")
+    elif dev.type != "cpu":
+        raise NasctlError(f"unknown device {name!r} (expected auto, cpu, cuda, cuda:N or mps)")
+    return dev
+
+
 def lr_at(progress: float, base_lr: float, warmup_fraction: float) -> float:
     """Linear warm-up, then cosine to 0; ``progress`` in [0, 1]."""
     if progress < warmup_fraction:
@@ -102,9 +126,12 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
             f"{(arch.in_channels, arch.resolution, arch.resolution)}"
         )
     torch.manual_seed(cfg.seed)
+    # random draws (order, augmentations, Gamma) stay on the CPU generator, so a seed gives
+    # the same batches and views on every device
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(arch, head="embedding", seed=cfg.seed)
-    loss_fn = make_loss(cfg.loss, data.n, cfg.temperature, cfg.gamma_shape, cfg.gamma_momentum, gen)
+    dev = resolve_device(cfg.device)
+    model = build_model(arch, head="embedding", seed=cfg.seed).to(dev)
+    loss_fn = make_loss(cfg.loss, data.n, cfg.temperature, cfg.gamma_shape, cfg.gamma_momentum, gen).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     aug = cfg.augment if data.allows_flip else AugmentConfig(**{**cfg.augment.to_dict(), "flip": False})
     train = torch.from_numpy(data.train)
@@ -131,9 +158,9 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
             for group in opt.param_groups:
                 group["lr"] = lr_at(done, cfg.lr, cfg.warmup_fraction)
             idx = order[b * bs : (b + 1) * bs]
-            v1, v2 = two_views(data.x[idx], aug, gen)
+            v1, v2 = two_views(data.x[idx].to(dev, non_blocking=True), aug, gen)
             z = model(torch.cat([v1, v2]))
-            loss, monitor = loss_fn(z[: len(idx)], z[len(idx) :], idx)
+            loss, monitor = loss_fn(z[: len(idx)], z[len(idx) :], idx.to(dev))
             if not torch.isfinite(loss) or not math.isfinite(monitor):
                 raise TrainingDiverged(f"loss became {float(loss)} at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -186,7 +213,7 @@ def pretrain_and_evaluate(
     ``random_init_baseline`` the same probe is also run on the untrained backbone."""
     result = pretrain(arch, data, config, progress)
     t = time.perf_counter()
-    metrics = evaluate(result.model, data)
+    metrics = evaluate(result.model, data)  # on the device it trained on
     metrics_out: dict = {
         **metrics,
         "loss": config.loss,
@@ -199,7 +226,7 @@ def pretrain_and_evaluate(
         "final_loss": result.loss_per_epoch[-1] if result.loss_per_epoch else None,
     }
     if random_init_baseline and data.labelled:
-        init = build_model(arch, head="embedding", seed=config.seed)
+        init = build_model(arch, head="embedding", seed=config.seed).to(resolve_device(config.device))
         base = evaluate(init, data)
         metrics_out["random_init_linear_probe_accuracy"] = base["linear_probe_accuracy"]
         metrics_out["random_init_knn_accuracy"] = base["knn_accuracy"]

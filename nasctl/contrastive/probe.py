@@ -21,9 +21,15 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_B
     """Pooled backbone features (``model.forward_features``) in eval mode."""
     was_training = model.training
     model.eval()
-    feats = [model.forward_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    dev = _device_of(model)
+    feats = [model.forward_features(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(feats).numpy().astype(np.float64)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -39,8 +45,9 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BAT
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the passes
     model.train()
+    dev = _device_of(model)
     for i in range(0, len(x), batch_size):
-        model.forward_features(x[i : i + batch_size])
+        model.forward_features(x[i : i + batch_size].to(dev))
     for m, mom in zip(bns, saved, strict=True):
         m.momentum = mom
     model.train(was_training)

@@ -397,6 +397,8 @@ def prepare(cfg: SearchConfig) -> Any:
     if saved.is_file():
         old = json.loads(saved.read_text())
         new = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as saved
+        for d in (old, new):  # a study may be resumed, or shared, on another device
+            d.get("budget", {}).pop("device", None)
         diff = [k for k in _STUDY_KEYS if old.get(k) != new.get(k)]
         if diff and old.get("study_name") == cfg.name and old.get("storage") == cfg.storage_url:
             raise NasctlError(
