@@ -615,7 +615,6 @@ def pretrain(
     * `nasctl pretrain --space search_spaces/mobilenetv2_32.yaml --baseline --time-budget 180 --out runs/p`
     * `nasctl pretrain arch.json --data my.npz --loss ntxent --batch-size 256 --epochs 20 --out runs/p`
     """
-    from dataclasses import replace
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -626,9 +625,7 @@ def pretrain(
     dataset = load_data(data, a.resolution, a.in_channels, seed=seed)
     if subset is not None:
         dataset = dataset.subset(subset, subset, seed=seed)
-    aug = AugmentConfig(min_scale=min_scale, flip=dataset.allows_flip if flip is None else flip)
-    if flip:
-        dataset = replace(dataset, allows_flip=True)
+    aug = AugmentConfig(min_scale=min_scale, flip=flip)  # flip None: as the data allows
     cfg = PretrainConfig(
         loss=loss,
         epochs=epochs,

@@ -21,7 +21,9 @@ class AugmentConfig:
     max_aspect: float = 4 / 3  # aspect ratio in [1/max_aspect, max_aspect] (log-uniform)
     rotation_deg: float = 15.0  # small affine: rotation in [-r, r]
     shear_deg: float = 10.0  # and shear in [-s, s]
-    flip: bool = True  # horizontal flips (off for digits: a flipped 2 is not a 2)
+    # horizontal flips; None: as the data allows (``ImageData.allows_flip``: off for digits,
+    # a flipped 2 is not a 2), which ``pretrain`` settles before augmenting
+    flip: bool | None = None
     jitter_p: float = 0.8  # probability of brightness/contrast jitter
     brightness: float = 0.4  # factor in [1-b, 1+b]
     contrast: float = 0.4  # factor in [1-c, 1+c] around each image's mean

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +133,9 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
     model = build_model(arch, head="embedding", seed=cfg.seed).to(dev)
     loss_fn = make_loss(cfg.loss, data.n, cfg.temperature, cfg.gamma_shape, cfg.gamma_momentum, gen).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    aug = cfg.augment if data.allows_flip else AugmentConfig(**{**cfg.augment.to_dict(), "flip": False})
+    if cfg.augment.flip is None:  # settle it here, so the run records what was done
+        cfg = replace(cfg, augment=replace(cfg.augment, flip=data.allows_flip))
+    aug = cfg.augment
     train = torch.from_numpy(data.train)
     bs = min(cfg.batch_size, len(train))
     if bs < 2:

@@ -11,8 +11,8 @@ from torch import nn
 from nasctl.contrastive.data import ImageData
 
 # Inference batch for evaluation. On CPU, batches of 256 at 32x32 make intermediates of
-# hundreds of MB and run 3x slower than batches of 64 (baseline arch, 1,259 images: 2.96 s
-# against 1.00 s), so evaluation stays at 64.
+# hundreds of MB: the baseline's whole evaluation takes 2x as long as with batches of 64
+# (bench/eval_speed.py: 7.7 s against 3.8 s), so evaluation stays at 64.
 EVAL_BATCH = 64
 
 

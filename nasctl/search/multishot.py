@@ -25,7 +25,7 @@ from nasctl.errors import NasctlError
 from nasctl.search.objectives import INFEASIBLE_ACCURACY, Objectives, TrialBudget, arch_cost, score
 
 # heartbeats and the stale-trial callback are what make resume work; Optuna flags them experimental
-warnings.filterwarnings("ignore", message=r".*heartbeat.*|.*[Hh]eartbeat.*|.*fail_stale_trials.*")
+warnings.filterwarnings("ignore", message=r".*[Hh]eartbeat.*|.*fail_stale_trials.*")
 
 HEARTBEAT_S = 5
 GRACE_S = 15
