@@ -7,7 +7,7 @@ interleaved (model by model, then the whole second pass): estimate-vs-first-meas
 gives the accuracy; second-vs-first gives the noise floor of measuring at all.
 sim-npu: estimate vs the simulator on the same archs, P=16 and P=32.
 
-    python bench/latency_accuracy.py [--archs 50] [--estimator estimators/cpu.json]
+    python bench/latency_accuracy.py [--archs 50] [--estimator estimators/cpu.json.gz]
 """
 
 from __future__ import annotations

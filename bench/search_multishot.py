@@ -82,9 +82,9 @@ def run_quality(args) -> None:
             run_search(cfg)
             wall = time.perf_counter() - t
             res = write_outputs(cfg, measure=True)
-            base = res.baseline
+            base, pareto = res.baseline.to_dict(), [r.to_dict() for r in res.pareto]
             ref = 2 * base["latency_ms"]
-            hv = hypervolume_2d([(r["accuracy"], r["latency_ms"]) for r in res.pareto], ref)
+            hv = hypervolume_2d([(r["accuracy"], r["latency_ms"]) for r in pareto], ref)
             summary = json.loads((Path(cfg.out) / "pareto.json").read_text())
             runs.append(
                 {
@@ -97,7 +97,7 @@ def run_quality(args) -> None:
                     "best_vs_baseline": summary["best_vs_baseline"],
                     "front": [
                         {k: r.get(k) for k in ("number", "accuracy", "latency_ms", "measured_latency_ms", "params")}
-                        for r in res.pareto
+                        for r in pareto
                     ],
                 }
             )

@@ -9,13 +9,16 @@ Curation is a property of the space: with ``align_channels: true`` every channel
 ``base * depth_multiplier`` rounded to a multiple of P; with ``false`` it is only rounded
 to an integer (an uncurated space, to compare against).
 
-Three views of the same choices:
+The space owns its encoding; nothing else knows the parameter names:
 
 * ``SearchSpace.parameters()`` -- the *flat encoding* for Optuna: ``{name: [choices]}``
   holding every block position up to each stage's largest depth, so every parameter is
   present in every trial (positions beyond the chosen depth are ignored);
-* ``SearchSpace.resolve(params) -> Arch`` and ``SearchSpace.sample(rng) -> Arch``;
-* ``SearchSpace.size()`` -- how many distinct choice combinations the space holds.
+* ``SearchSpace.resolve(params) -> Arch`` (decode), ``SearchSpace.encode(arch) -> params``
+  (its inverse, for an arch the space holds) and ``SearchSpace.sample(rng) -> Arch``;
+* ``SearchSpace.full_params(params)`` -- every position filled, as a sampler must see them;
+* ``SearchSpace.size()`` -- how many distinct choice combinations the space holds;
+* ``SearchSpace.to_yaml()`` / ``save(path)`` -- the space written back as YAML.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pydantic import (
 )
 
 from nasctl.arch import Activation, Arch, Block, BlockKind
+from nasctl.channels import align_channels
 from nasctl.errors import NasctlError, from_validation_error
 
 ParamValue = int | float | str
@@ -168,16 +172,6 @@ class SpaceSpec(_Strict):
         return self
 
 
-def align_channels(value: float, parallelism: int) -> int:
-    """Round ``value`` to the nearest multiple of ``parallelism``, never below it and never
-    more than 10% under ``value`` (MobileNet's ``make_divisible``)."""
-    p = parallelism
-    new = max(p, int(value + p / 2) // p * p)
-    if new < 0.9 * value:
-        new += p
-    return new
-
-
 def _yaml_line(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
     """1-based line of the YAML node at ``loc`` (or of its deepest existing parent)."""
     node, line = root, None
@@ -207,7 +201,12 @@ class SearchSpace:
     # ---- loading ---------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
+        """A space from a YAML file, or a shipped space by name (``mobilenetv2_32``)."""
         path = Path(path)
+        if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+            from nasctl.resources import shipped_spaces
+
+            path = next((p for p in shipped_spaces() if p.stem == path.name), path)
         if not path.exists():
             raise NasctlError(f"{path}: no such search-space file")
         if not path.is_file():
@@ -216,15 +215,7 @@ class SearchSpace:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise NasctlError(f"{path}: cannot read ({exc})") from None
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise NasctlError(f"{where}: malformed YAML: {problem}") from None
-        return cls.from_dict(data, source=str(path), yaml_root=root)
+        return cls.loads(text, source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<space>", yaml_root: yaml.Node | None = None) -> SearchSpace:
@@ -235,6 +226,38 @@ class SearchSpace:
         except ValidationError as exc:
             raise from_validation_error(exc, source, lambda loc: _yaml_line(yaml_root, loc)) from None
         return cls(spec, source)
+
+    @classmethod
+    def loads(cls, text: str, source: str = "<space>") -> SearchSpace:
+        """A space from YAML text (what ``to_yaml`` writes)."""
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}" if mark else source
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise NasctlError(f"{where}: malformed YAML: {problem}") from None
+        return cls.from_dict(data, source=source, yaml_root=root)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as plain data, in the YAML schema (defaults left out)."""
+        return self.spec.model_dump(mode="json", exclude_defaults=True)
+
+    def to_yaml(self) -> str:
+        """The space as YAML that ``SearchSpace.loads`` (or ``load``) reads back to an equal space."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml())
+        return path
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SearchSpace) and self.spec == other.spec
+
+    __hash__ = None  # type: ignore[assignment]
 
     # ---- channels --------------------------------------------------------------------
     def channels(self, base: int, multiplier: float = 1.0) -> int:
@@ -269,6 +292,98 @@ class SearchSpace:
 
     def sample(self, rng: np.random.Generator | int | None = None) -> Arch:
         return self.resolve(self.sample_params(rng))
+
+    def samples(self, n: int, seed: int | None = 0) -> list[Arch]:
+        """``n`` archs drawn in turn from one generator seeded with ``seed``."""
+        rng = np.random.default_rng(seed)
+        return [self.sample(rng) for _ in range(n)]
+
+    def sample_small_params(self, rng: np.random.Generator, p_small: float = 0.7) -> dict[str, ParamValue]:
+        """A random choice pushed towards the small end: the resolution, the depth
+        multiplier and each stage's depth and channels take their smallest choice with
+        probability ``p_small`` each."""
+        p = self.sample_params(rng)
+        for name, choices in self.parameters().items():
+            if self._sizes_network(name) and rng.random() < p_small:
+                p[name] = min(choices)
+        return p
+
+    def smallest_params(self, kind: int = 0) -> dict[str, ParamValue]:
+        """Every size choice (resolution, multiplier, depths, channels, kernels, expansions)
+        at its smallest; every block of the ``kind``-th listed block kind (0 first, -1 last)."""
+        return {
+            n: (min(c) if self._sizes_network(n) or n.endswith((".kernel", ".expansion")) else c[kind])
+            for n, c in self.parameters().items()
+        }
+
+    @staticmethod
+    def _sizes_network(name: str) -> bool:
+        return name in ("resolution", "depth_multiplier") or name.endswith((".depth", ".channels"))
+
+    def full_params(self, params: Mapping[str, Any]) -> dict[str, ParamValue]:
+        """``params`` with every searched parameter present (block positions past a stage's
+        depth take their first choice): what a sampler must see for an enqueued arch."""
+        full = dict(params)
+        for name, choices in self.parameters().items():
+            full.setdefault(name, choices[0])
+        return full
+
+    def encode(self, arch: Arch) -> dict[str, ParamValue]:
+        """The flat parameters that ``resolve`` turns into ``arch`` (all positions filled,
+        see ``full_params``). Raises ``NasctlError`` when the space does not hold ``arch``."""
+        s = self.spec
+        fixed = (
+            arch.in_channels == s.input.channels
+            and arch.activation == s.activation
+            and arch.stem_kernel == s.stem.kernel
+            and arch.stem_stride == s.stem.stride
+            and arch.num_classes == s.output.classes
+            and arch.embedding_dim == s.output.embedding_dim
+            and arch.resolution in s.input.resolution
+        )
+        if fixed:
+            for mult in s.depth_multiplier:
+                params = self._encode_blocks(arch, mult)
+                if params is not None:
+                    params.update(resolution=arch.resolution, depth_multiplier=mult)
+                    full = self.full_params({k: v for k, v in params.items() if len(self._params[k]) > 1})
+                    if self.resolve(full) == arch:
+                        return full
+        raise NasctlError(f"{self.source}: the space does not hold arch {arch.id} ({arch.to_string()})")
+
+    def _encode_blocks(self, arch: Arch, mult: float) -> dict[str, ParamValue] | None:
+        """Stage depths and channels (and each block's choices) that rebuild ``arch.blocks``
+        at depth multiplier ``mult``: a depth-first search over the stages' depth choices."""
+        s = self.spec
+        if arch.stem_channels != self.channels(s.stem.channels, mult if s.stem.scale else 1.0):
+            return None
+
+        def walk(i: int, start: int) -> dict | None:
+            if i == len(s.stages):
+                return {} if start == len(arch.blocks) else None
+            st = s.stages[i]
+            for depth in sorted(st.depth):
+                blocks = arch.blocks[start : start + depth]
+                if len(blocks) < depth or any(b.out_channels != blocks[0].out_channels for b in blocks):
+                    continue
+                base = next((c for c in st.channels if self.channels(c, mult) == blocks[0].out_channels), None)
+                ok = base is not None and all(
+                    b.kind in st.kind
+                    and b.kernel in st.kernel
+                    and b.expansion in st.expansion
+                    and b.stride == (st.stride if j == 0 else 1)
+                    for j, b in enumerate(blocks)
+                )
+                rest = walk(i + 1, start + depth) if ok else None
+                if rest is not None:
+                    d = {f"s{i + 1}.depth": depth, f"s{i + 1}.channels": base}
+                    for j, b in enumerate(blocks, 1):
+                        d.update({f"s{i + 1}.b{j}.kind": b.kind, f"s{i + 1}.b{j}.kernel": b.kernel})
+                        d[f"s{i + 1}.b{j}.expansion"] = b.expansion
+                    return d | rest
+            return None
+
+        return walk(0, 0)
 
     def _value(self, params: Mapping[str, Any], name: str) -> Any:
         choices = self._params[name]

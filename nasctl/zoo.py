@@ -15,7 +15,7 @@ its training data) and the ONNX parser's coverage tests (the real operator mix):
 * ``vgg_small``: plain 3x3 conv stacks with max pooling, then three linear layers.
 
 Every factory takes ``num_classes`` and ``width``, a channel multiplier whose results are
-rounded to multiples of 8.
+rounded to multiples of 8 (``nasctl.channels.align_channels``).
 """
 
 from __future__ import annotations
@@ -27,56 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nasctl.nn.blocks import ConvBNAct
-
-
-def _div(c: float, d: int = 8) -> int:
-    new = max(d, int(c + d / 2) // d * d)
-    return new + d if new < 0.9 * c else new
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, c: int, squeeze: int, act: str = "relu", gate: str = "sigmoid"):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.reduce = nn.Conv2d(c, squeeze, 1)
-        self.act = nn.SiLU(inplace=True) if act == "silu" else nn.ReLU(inplace=True)
-        self.expand = nn.Conv2d(squeeze, c, 1)
-        self.gate = nn.Hardsigmoid() if gate == "hsigmoid" else nn.Sigmoid()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
-
-
-class MBConv(nn.Module):
-    """Inverted residual with an optional SE: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project."""
-
-    def __init__(
-        self,
-        cin: int,
-        mid: int,
-        cout: int,
-        k: int,
-        s: int,
-        act: str,
-        se: int = 0,
-        se_act: str = "relu",
-        se_gate: str = "sigmoid",
-    ):
-        super().__init__()
-        layers: list[nn.Module] = []
-        if mid != cin:
-            layers.append(ConvBNAct(cin, mid, 1, act=act))
-        layers.append(ConvBNAct(mid, mid, k, s, groups=mid, act=act))
-        if se:
-            layers.append(SqueezeExcite(mid, se, se_act, se_gate))
-        layers.append(ConvBNAct(mid, cout, 1, act=None))
-        self.body = nn.Sequential(*layers)
-        self.residual = s == 1 and cin == cout
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.body(x)
-        return x + y if self.residual else y
+from nasctl.channels import align_channels
+from nasctl.nn.blocks import IBN, ConvBNAct
+from nasctl.nn.blocks import SqueezeExcite as SqueezeExcite  # the SE the zoo's IBNs hold, importable from here
 
 
 class Classifier(nn.Module):
@@ -93,14 +46,14 @@ class Classifier(nn.Module):
 # ------------------------------------------------------------------------ MobileNetV2
 def mobilenet_v2(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
     table = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-    c = _div(32 * width)
+    c = align_channels(32 * width, 8)
     layers: list[nn.Module] = [ConvBNAct(3, c, 3, 2, act="relu6")]
     for t, ch, n, s in table:
-        out = _div(ch * width)
+        out = align_channels(ch * width, 8)
         for i in range(n):
-            layers.append(MBConv(c, c * t, out, 3, s if i == 0 else 1, "relu6"))
+            layers.append(IBN(c, out, 3, t, s if i == 0 else 1, "relu6"))
             c = out
-    last = _div(1280 * max(1.0, width))
+    last = align_channels(1280 * max(1.0, width), 8)
     layers.append(ConvBNAct(c, last, 1, act="relu6"))
     return Classifier(nn.Sequential(*layers), nn.Linear(last, num_classes))
 
@@ -139,13 +92,14 @@ _V3_SMALL = [
 
 
 def _mobilenet_v3(table: list, last: int, hidden: int, num_classes: int, width: float) -> nn.Module:
-    c = _div(16 * width)
+    c = align_channels(16 * width, 8)
     layers: list[nn.Module] = [ConvBNAct(3, c, 3, 2, act="hswish")]
     for k, exp, out, se, act, s in table:
-        mid, out = _div(exp * width), _div(out * width)
-        layers.append(MBConv(c, mid, out, k, s, act, _div(mid / 4) if se else 0, "relu", "hsigmoid"))
+        mid, out = align_channels(exp * width, 8), align_channels(out * width, 8)
+        squeeze = align_channels(mid / 4, 8) if se else 0
+        layers.append(IBN(c, out, k, stride=s, act=act, mid=mid, se=squeeze, se_act="relu", se_gate="hsigmoid"))
         c = out
-    last_c = _div(last * width)
+    last_c = align_channels(last * width, 8)
     layers.append(ConvBNAct(c, last_c, 1, act="hswish"))
     head = nn.Sequential(nn.Linear(last_c, hidden), nn.Hardswish(inplace=True), nn.Linear(hidden, num_classes))
     return Classifier(nn.Sequential(*layers), head)
@@ -163,15 +117,15 @@ def mobilenet_v3_small(num_classes: int = 1000, width: float = 1.0) -> nn.Module
 def _mbconv_net(
     stem: int, table: list, act: str, se_act: str, se_ratio: float, last: int, num_classes: int, width: float
 ) -> nn.Module:
-    c = _div(stem * width)
+    c = align_channels(stem * width, 8)
     layers: list[nn.Module] = [ConvBNAct(3, c, 3, 2, act=act)]
     for e, k, s, ch, n, se in table:
-        out = _div(ch * width)
+        out = align_channels(ch * width, 8)
         for i in range(n):
             squeeze = max(1, int(c * se_ratio)) if se else 0
-            layers.append(MBConv(c, c * e, out, k, s if i == 0 else 1, act, squeeze, se_act, "sigmoid"))
+            layers.append(IBN(c, out, k, e, s if i == 0 else 1, act, se=squeeze, se_act=se_act, se_gate="sigmoid"))
             c = out
-    last_c = _div(last * max(1.0, width))
+    last_c = align_channels(last * max(1.0, width), 8)
     layers.append(ConvBNAct(c, last_c, 1, act=act))
     return Classifier(nn.Sequential(*layers), nn.Linear(last_c, num_classes))
 
@@ -241,11 +195,11 @@ def shufflenet_v2(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
     c = 24
     layers: list[nn.Module] = [ConvBNAct(3, c, 3, 2, act="relu"), nn.MaxPool2d(3, 2, 1)]
     for repeats, ch in zip((4, 8, 4), (116, 232, 464), strict=True):
-        out = _div(ch * width, 4) // 2 * 2
+        out = align_channels(ch * width, 4) // 2 * 2
         for i in range(repeats):
             layers.append(ShuffleBlock(c, out, 2 if i == 0 else 1))
             c = out
-    last = _div(1024 * max(1.0, width))
+    last = align_channels(1024 * max(1.0, width), 8)
     layers.append(ConvBNAct(c, last, 1, act="relu"))
     return Classifier(nn.Sequential(*layers), nn.Linear(last, num_classes))
 
@@ -271,10 +225,10 @@ class ResBlock(nn.Module):
 
 
 def _resnet(depths: tuple[int, ...], bottleneck: bool, num_classes: int, width: float) -> nn.Module:
-    c = _div(64 * width)
+    c = align_channels(64 * width, 8)
     layers: list[nn.Module] = [ConvBNAct(3, c, 7, 2, act="relu"), nn.MaxPool2d(3, 2, 1)]
     for i, n in enumerate(depths):
-        out = _div(64 * 2**i * width) * (4 if bottleneck else 1)
+        out = align_channels(64 * 2**i * width, 8) * (4 if bottleneck else 1)
         for j in range(n):
             layers.append(ResBlock(c, out, 2 if (j == 0 and i > 0) else 1, bottleneck))
             c = out
@@ -304,7 +258,7 @@ class FireModule(nn.Module):
 
 def squeezenet(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
     def w(c: int) -> int:
-        return _div(c * width)
+        return align_channels(c * width, 8)
 
     features = nn.Sequential(
         nn.Conv2d(3, w(64), 3, 2),
@@ -333,7 +287,7 @@ def vgg_small(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            out = _div(int(v) * width)
+            out = align_channels(int(v) * width, 8)
             layers.append(ConvBNAct(c, out, 3, act="relu"))
             c = out
     head = nn.Sequential(

@@ -1,6 +1,7 @@
 """Kernel IR, simulator, memory, estimator and the measure / fit / estimate commands."""
 
 import csv
+import gzip
 import json
 
 import numpy as np
@@ -273,6 +274,67 @@ def test_estimator_load_errors(tmp_path, sim_estimator):
     bad.write_text(json.dumps(data))
     with pytest.raises(NasctlError, match="not supported"):
         LatencyEstimator.load(bad)
+
+
+def test_estimator_save_formats(sim_estimator, tmp_path):
+    """.json, .json.gz and .xz hold the same estimator; the compressed ones are smaller,
+    and saving a loaded estimator again gives the same bytes."""
+    est = LatencyEstimator.load(sim_estimator)
+    ks = kernels_from_arch(SearchSpace.load(DEFAULT_SPACE).sample(5))
+    paths = [est.save(tmp_path / name) for name in ("e.json", "e.json.gz", "e.json.xz")]
+    data = json.loads(paths[0].read_text())
+    assert not any("split_gain=" in m or "tree_sizes=" in m for m in data["models"].values())
+    assert max(p.stat().st_size for p in paths[1:]) < paths[0].stat().st_size / 2
+    for path in paths:
+        again = LatencyEstimator.load(path)
+        assert again.meta == est.meta
+        for q in (None, "q10", "q90"):
+            assert np.array_equal(again.predict_kernels(ks, q), est.predict_kernels(ks, q))
+    assert LatencyEstimator.load(paths[1]).save(tmp_path / "again.json.gz").read_bytes() == paths[1].read_bytes()
+
+
+def test_compressed_estimator_load_errors(tmp_path):
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(gzip.compress(b"garbage"))
+    with pytest.raises(NasctlError, match="not an estimator file"):
+        LatencyEstimator.load(bad)
+    bad.write_bytes(gzip.compress(b"garbage")[:-6])
+    with pytest.raises(NasctlError, match="corrupt compressed estimator file"):
+        LatencyEstimator.load(bad)
+
+
+def _failing_export(every: int):
+    """export_module that raises on every ``every``-th call."""
+    calls = [0]
+
+    def export(net, shape, path):
+        calls[0] += 1
+        if calls[0] % every == 0:
+            raise RuntimeError(f"unsupported operator #{calls[0]}\nsecond line")
+        return export_module(net, shape, path)
+
+    return export
+
+
+def test_measure_counts_failed_exports(tmp_path, monkeypatch):
+    monkeypatch.setattr("nasctl.latency.measure.export_module", _failing_export(3))
+    out = tmp_path / "m.csv"
+    with pytest.warns(RuntimeWarning, match=r"4 of 12 networks failed to export"):
+        meta = measure(out, device="sim-npu", mode="kernels", time_budget=60, max_networks=12)
+    assert meta["networks"] == 8 and meta["failed_networks"] == 4
+    assert meta["failure_reasons"][0] == "RuntimeError: unsupported operator #3"
+    assert len(meta["failure_reasons"]) <= 5
+    assert json.loads(out.with_suffix(".meta.json").read_text())["failed_networks"] == 4
+
+
+def test_measure_fails_when_every_export_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr("nasctl.latency.measure.export_module", _failing_export(1))
+    out = tmp_path / "m.csv"
+    with pytest.raises(NasctlError, match="all 6 networks tried failed to export") as info:
+        measure(out, device="sim-npu", mode="kernels", time_budget=60, max_networks=6)
+    assert "\n" not in str(info.value) and not out.exists()
+    with pytest.raises(NasctlError, match="all 20 networks tried failed"):  # stops early without max_networks
+        measure(out, device="sim-npu", mode="kernels", time_budget=600)
 
 
 def _write_csv(path, rows, columns=CSV_COLUMNS):

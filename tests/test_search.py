@@ -19,8 +19,8 @@ from nasctl.cli import app
 from nasctl.contrastive import PretrainConfig
 from nasctl.latency.api import estimate_archs, load_estimator
 from nasctl.search import Objectives, SearchConfig, TrialBudget
-from nasctl.search.multishot import Evaluator, open_study
 from nasctl.search.results import collect
+from nasctl.search.study import Evaluator, open_study
 from nasctl.space import SearchSpace
 from tests.conftest import DEFAULT_SPACE
 
@@ -131,7 +131,7 @@ def test_duplicate_arch_reuses_the_trained_trial(tmp_path, small_data):
     assert a.params != b.params and a.user_attrs["arch_id"] == b.user_attrs["arch_id"]
     assert "duplicate_of" not in a.user_attrs and b.user_attrs["duplicate_of"] == 0
     assert b.values == a.values
-    assert [r["number"] for r in collect(cfg, study).pareto] == [0]  # one arch, listed once
+    assert [r.number for r in collect(cfg, study).pareto] == [0]  # one arch, listed once
 
 
 @pytest.mark.parametrize(
@@ -232,7 +232,7 @@ def test_two_workers_on_postgres_run_every_trial_exactly_once(tmp_path, small_da
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # the orphan is made with ask()
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed(tmp_path, small_data):
-    from nasctl.search.multishot import fail_orphans
+    from nasctl.search.study import fail_orphans
 
     study = open_study(_cfg(tmp_path, small_data))
     orphan = study.ask()  # RUNNING, no parameters, no heartbeat: as if killed right here

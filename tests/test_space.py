@@ -148,3 +148,47 @@ def test_yaml_errors_carry_line_numbers(tmp_path):
         SearchSpace.load(tmp_path / "missing.yaml")
     with pytest.raises(NasctlError, match="is not a file"):
         SearchSpace.load(tmp_path)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_encode_is_the_inverse_of_resolve(path):
+    space = SearchSpace.load(path)
+    rng = np.random.default_rng(7)
+    for arch in [space.baseline(), *(space.sample(rng) for _ in range(200))]:
+        params = space.encode(arch)
+        assert set(params) == set(space.parameters())  # every position filled, as a sampler sees it
+        assert space.resolve(params) == arch
+
+
+def test_encode_refuses_an_arch_the_space_does_not_hold():
+    space = SearchSpace.load(DEFAULT_SPACE)
+    other = SearchSpace.load(SHIPPED[0] if SHIPPED[0] != DEFAULT_SPACE else SHIPPED[1])
+    with pytest.raises(NasctlError, match="does not hold"):
+        space.encode(other.baseline())
+    base = space.baseline()
+    wider = base.model_copy(update={"head_channels": base.head_channels + 1})
+    with pytest.raises(NasctlError, match="does not hold"):
+        space.encode(wider)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_to_yaml_round_trips(path, tmp_path):
+    space = SearchSpace.load(path)
+    again = SearchSpace.load(space.save(tmp_path / "again.yaml"))
+    assert again == space and again.spec == space.spec
+    assert again.parameters() == space.parameters() and again.baseline() == space.baseline()
+
+
+def test_to_yaml_keeps_a_non_default_value(tiny_space_dict):
+    tiny_space_dict["align_channels"] = False
+    space = SearchSpace.from_dict(tiny_space_dict)
+    assert SearchSpace.loads(space.to_yaml()).spec.align_channels is False
+
+
+def test_full_params_fills_unused_positions_only():
+    space = SearchSpace.load(DEFAULT_SPACE)
+    params = next(p for p in (space.sample_params(i) for i in range(100)) if p["s3.depth"] < 3)
+    used = {k: v for k, v in params.items() if not k.startswith("s3.b3.")}  # position 3 is past the depth
+    full = space.full_params(used)
+    assert set(full) == set(space.parameters()) and {k: full[k] for k in used} == used
+    assert space.resolve(full) == space.resolve(params)

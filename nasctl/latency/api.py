@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,26 +13,15 @@ from nasctl.errors import NasctlError
 from nasctl.latency.estimator import LatencyEstimator
 from nasctl.latency.kernels import Kernel, kernels_from_arch, kernels_from_graph, onnx_graph
 from nasctl.latency.memory import memory_from_arch, memory_from_graph
+from nasctl.resources import SHIPPED_ESTIMATORS, shipped_estimator
 
-ESTIMATORS_DIR = Path(os.environ.get("NASCTL_ESTIMATORS", Path(__file__).resolve().parents[2] / "estimators"))
-SHIPPED = {
-    "cpu": "cpu.json",
-    "sim-npu": "sim-npu-p16.json",
-    "sim-npu-p16": "sim-npu-p16.json",
-    "sim-npu-p32": "sim-npu-p32.json",
-}
 _CACHE: dict[str, LatencyEstimator] = {}
 
 
 def estimator_path(name_or_path: str | Path | None = None) -> Path:
     """A shipped estimator by device name (``cpu``, ``sim-npu-p16``, ``sim-npu-p32``) or a file."""
     key = str(name_or_path or "cpu")
-    if key in SHIPPED:
-        path = ESTIMATORS_DIR / SHIPPED[key]
-        if not path.is_file():
-            raise NasctlError(f"the shipped {key} estimator is missing ({path}); run `nasctl fit-estimator`")
-        return path
-    return Path(key)
+    return shipped_estimator(key) if key in SHIPPED_ESTIMATORS else Path(key)
 
 
 def load_estimator(name_or_path: str | Path | None = None) -> LatencyEstimator:
@@ -54,6 +42,17 @@ class Estimate:
     kernel_ms: np.ndarray
     warnings: list[str]
     band_ms: tuple[float, float] | None = None
+    estimator: dict[str, Any] | None = None  # the estimator file and its device
+    measured_ms: float | None = None  # set by a measurement (onnxruntime, this CPU)
+    measured_std_ms: float | None = None
+
+    @property
+    def error_pct(self) -> float | None:
+        """Estimate minus measurement, in % of the measurement (None when not measured)."""
+        return None if self.measured_ms is None else (self.latency_ms - self.measured_ms) / self.measured_ms * 100
+
+    def set_measured(self, median_ms: float, std_ms: float) -> None:
+        self.measured_ms, self.measured_std_ms = median_ms, std_ms
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -83,6 +82,10 @@ class Estimate:
         }
         if self.band_ms:
             d["latency_band_ms"] = list(self.band_ms)
+        if self.estimator is not None:
+            d["estimator"] = self.estimator
+        if self.measured_ms is not None:
+            d.update(measured_ms=self.measured_ms, measured_std_ms=self.measured_std_ms, error_pct=self.error_pct)
         return d
 
 

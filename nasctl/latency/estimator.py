@@ -9,15 +9,23 @@
 * ``predict(kernels)`` / ``predict_many([kernels, ...])``: batch prediction.
 * ``save(path)`` / ``load(path)``: JSON holding LightGBM *text* models, the schema version,
   feature names, training ranges, the CV report and the device metadata. No pickle.
+  ``save`` gzips when the path ends in ``.gz`` (the shipped format, ``.xz`` for lzma), and
+  leaves out the per-tree training statistics that prediction does not read (split gains,
+  node counts, weights and internal values), about half the text; ``load`` reads plain,
+  gzipped and xz files alike.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import lzma
 import math
 import platform
+import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +179,22 @@ def _lgb_params(objective: str = "regression", alpha: float | None = None, seed:
 
 
 N_ROUNDS = 350
+_GZIP_MAGIC, _XZ_MAGIC = b"\x1f\x8b", b"\xfd7zXZ\x00"
+# per-tree lines of LightGBM's model text that only training, SHAP values and feature
+# importances read: LightGBM fills them with zeros when they are absent
+_TRAINING_STATS = ("split_gain", "internal_value", "internal_weight", "internal_count", "leaf_weight", "leaf_count")
+
+
+def _prediction_only(model: str) -> str:
+    """LightGBM model text without the per-tree training statistics, the feature importances
+    computed from them, and the ``tree_sizes`` index of the trees' byte lengths (LightGBM
+    then reads the trees one by one). Saving a loaded estimator again gives the same text."""
+    head, sep, rest = model.partition("\nTree=")
+    trees, end, tail = rest.partition("end of trees")
+    head = "\n".join(ln for ln in head.split("\n") if not ln.startswith("tree_sizes="))
+    trees = "\n".join(ln for ln in trees.split("\n") if ln.partition("=")[0] not in _TRAINING_STATS)
+    tail = re.sub(r"(?m)^feature_importances:\n(?:.+\n)*", "feature_importances:\n", tail)
+    return head + sep + trees + end + tail
 
 
 class LatencyEstimator:
@@ -384,16 +408,25 @@ class LatencyEstimator:
 
     # ---- persistence -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        def text(b) -> str:
+            return _prediction_only(b.model_to_string())
+
         return {
             **self.meta,
-            "models": {g: b.model_to_string() for g, b in self.boosters.items()},
-            "quantile_models": {g: {q: b.model_to_string() for q, b in qs.items()} for g, qs in self.quantiles.items()},
+            "models": {g: text(b) for g, b in self.boosters.items()},
+            "quantile_models": {g: {q: text(b) for q, b in qs.items()} for g, qs in self.quantiles.items()},
         }
 
     def save(self, path: str | Path) -> Path:
+        """Write JSON; gzipped if ``path`` ends in ``.gz``, xz if in ``.xz`` (same bytes for the same estimator)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict()))
+        raw = json.dumps(self.to_dict()).encode()
+        if path.suffix == ".gz":
+            raw = gzip.compress(raw, compresslevel=9, mtime=0)
+        elif path.suffix == ".xz":
+            raw = lzma.compress(raw, preset=9)
+        path.write_bytes(raw)
         return path
 
     @classmethod
@@ -403,8 +436,16 @@ class LatencyEstimator:
         path = Path(path)
         if not path.is_file():
             raise NasctlError(f"{path}: no such estimator file")
+        raw = path.read_bytes()
         try:
-            data = json.loads(path.read_text())
+            if raw.startswith(_GZIP_MAGIC):
+                raw = gzip.decompress(raw)
+            elif raw.startswith(_XZ_MAGIC):
+                raw = lzma.decompress(raw)
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise NasctlError(f"{path}: corrupt compressed estimator file ({exc})") from None
+        try:
+            data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise NasctlError(f"{path}: not an estimator file (not JSON)") from None
         if not isinstance(data, dict) or "schema" not in data:

@@ -26,7 +26,8 @@ import numpy as np
 
 from nasctl.arch import Arch
 from nasctl.errors import NasctlError
-from nasctl.nn.profile import conv_out
+from nasctl.nn.layers import LayerSpec
+from nasctl.nn.lower import lower
 
 # Kernel types the estimator knows. Anything else is "unknown" (roofline fallback + warning).
 KERNEL_OPS = (
@@ -122,90 +123,53 @@ class Kernel:
 # ---------------------------------------------------------------------------------------
 # From an Arch
 # ---------------------------------------------------------------------------------------
-def _conv_kernel(
-    name: str,
-    cin: int,
-    cout: int,
-    k: int,
-    s: int,
-    groups: int,
-    hw: int,
-    act: str,
-    residual: bool = False,
-    batch: int = 1,
-) -> Kernel:
-    out = conv_out(hw, k, s)
-    op = "conv" if groups == 1 else ("dwconv" if groups == cin == cout else "gconv")
-    weights = cin // groups * cout * k * k
+def _conv_kernel(s: LayerSpec, batch: int = 1) -> Kernel:
+    op = "conv" if s.groups == 1 else ("dwconv" if s.groups == s.cin == s.cout else "gconv")
     return Kernel(
         op,
-        (cin, hw, hw),
-        (cout, out, out),
-        k,
-        s,
-        groups,
-        act,
-        residual,
-        macs=weights * out * out,
-        params=weights + cout,
+        (s.cin, s.in_hw, s.in_hw),
+        (s.cout, s.out_hw, s.out_hw),
+        s.kernel,
+        s.stride,
+        s.groups,
+        s.act or "",
+        s.residual,
+        macs=s.macs,
+        params=s.folded_params,
         batch=batch,
-        name=name,
+        name=s.name,
     )
 
 
+def _se_kernel(s: LayerSpec, batch: int = 1) -> Kernel:
+    """The SE as one kernel; its MACs include the gating multiply."""
+    shape = (s.cin, s.in_hw, s.in_hw)
+    macs = s.macs + s.cin * s.in_hw * s.in_hw
+    return Kernel("se", shape, shape, hidden=s.hidden, macs=macs, params=s.folded_params, batch=batch, name=s.name)
+
+
+def _fc(s: LayerSpec, batch: int = 1) -> Kernel:
+    return Kernel(
+        "fc", (s.cin,), (s.cout,), act=s.act or "", macs=s.macs, params=s.folded_params, batch=batch, name=s.name
+    )
+
+
+def _gap(s: LayerSpec, batch: int = 1) -> Kernel:
+    return Kernel("gap", (s.cin, s.in_hw, s.in_hw), (s.cout, 1, 1), batch=batch, name=s.name)
+
+
+def _flatten(s: LayerSpec, batch: int = 1) -> Kernel:
+    return Kernel("reshape", (s.cin, 1, 1), (s.cout,), batch=batch, name=s.name)
+
+
+_FROM_LAYER = {"conv": _conv_kernel, "se": _se_kernel, "linear": _fc, "pool": _gap, "flatten": _flatten}
+
+
 def kernels_from_arch(arch: Arch, head: str = "classifier", batch: int = 1) -> list[Kernel]:
-    """The kernels onnxruntime runs for ``build_model(arch, head)`` exported to ONNX.
-    Conv params include the bias that BN folding creates."""
-    act = arch.activation
-    hw = arch.resolution
-    ks = [
-        _conv_kernel(
-            "stem", arch.in_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride, 1, hw, act, batch=batch
-        )
-    ]
-    hw = ks[-1].out_hw
-    for i, b in enumerate(arch.blocks):
-        pre = f"blocks.{i}"
-        if b.kind == "ibn":
-            mid = b.mid_channels
-            if b.expansion != 1:
-                ks.append(_conv_kernel(f"{pre}.expand", b.in_channels, mid, 1, 1, 1, hw, act, batch=batch))
-            ks.append(_conv_kernel(f"{pre}.depthwise", mid, mid, b.kernel, b.stride, mid, hw, act, batch=batch))
-            hw = ks[-1].out_hw
-            ks.append(_conv_kernel(f"{pre}.project", mid, b.out_channels, 1, 1, 1, hw, "", b.residual, batch))
-        elif b.expansion == 1:
-            ks.append(
-                _conv_kernel(
-                    f"{pre}.expand", b.in_channels, b.out_channels, b.kernel, b.stride, 1, hw, act, b.residual, batch
-                )
-            )
-            hw = ks[-1].out_hw
-        else:
-            ks.append(
-                _conv_kernel(
-                    f"{pre}.expand", b.in_channels, b.mid_channels, b.kernel, b.stride, 1, hw, act, batch=batch
-                )
-            )
-            hw = ks[-1].out_hw
-            ks.append(
-                _conv_kernel(f"{pre}.project", b.mid_channels, b.out_channels, 1, 1, 1, hw, "", b.residual, batch)
-            )
-    c = arch.blocks[-1].out_channels
-    if arch.head_channels:
-        ks.append(_conv_kernel("head_conv", c, arch.head_channels, 1, 1, 1, hw, act, batch=batch))
-        c = arch.head_channels
-    ks.append(Kernel("gap", (c, hw, hw), (c, 1, 1), batch=batch, name="pool"))
-    ks.append(Kernel("reshape", (c, 1, 1), (c,), batch=batch, name="flatten"))
-    if head == "classifier" and arch.num_classes:
-        ks.append(_fc("head", c, arch.num_classes, "", batch))
-    elif head == "embedding" and arch.embedding_dim:
-        ks.append(_fc("head.0", c, c, "relu", batch))
-        ks.append(_fc("head.2", c, arch.embedding_dim, "", batch))
-    return ks
-
-
-def _fc(name: str, cin: int, cout: int, act: str, batch: int = 1) -> Kernel:
-    return Kernel("fc", (cin,), (cout,), act=act, macs=cin * cout, params=cin * cout + cout, batch=batch, name=name)
+    """The kernels onnxruntime runs for ``build_model(arch, head)`` exported to ONNX: one
+    per layer of the lowering (a conv with its BN, activation and residual add; conv
+    params include the bias that BN folding creates)."""
+    return [_FROM_LAYER[s.op](s, batch) for s in lower(arch, head)]
 
 
 # ---------------------------------------------------------------------------------------

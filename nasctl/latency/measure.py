@@ -23,6 +23,7 @@ import json
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from nasctl.latency.features import FEATURES, kernel_row
 from nasctl.latency.kernels import Kernel, kernels_from_arch, kernels_from_onnx
 from nasctl.latency.simulator import SimNPU
 from nasctl.nn.export import export_module
+from nasctl.resources import search_spaces_dir
 
 CSV_COLUMNS = (
     "op",
@@ -49,6 +51,7 @@ CSV_COLUMNS = (
     "kernel_sum_ms",
     "n_kernels",
 )
+FAIL_FAST = 20  # stop early when the first this many networks all fail to export
 DEFAULT_SPACES = ("mobilenetv2_32.yaml", "mobilenetv2_32_uncurated.yaml", "mobilenetv2_224.yaml")
 
 
@@ -169,7 +172,7 @@ def profile_kernels(
 def _spaces(space_files: list[Path] | None):
     from nasctl.space import SearchSpace
 
-    root = Path(__file__).resolve().parents[2] / "search_spaces"
+    root = search_spaces_dir()
     files = space_files or [root / f for f in DEFAULT_SPACES if (root / f).is_file()]
     return [SearchSpace.load(f) for f in files]
 
@@ -233,8 +236,11 @@ def measure(
     space_files: list[Path] | None = None,
     progress: Callable[[float, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure until ``time_budget`` seconds (or ``max_networks``) and write ``out_csv``
-    plus a ``.meta.json`` sidecar with the device metadata. Returns the sidecar content."""
+    """Measure until ``time_budget`` seconds (or ``max_networks`` networks tried) and write
+    ``out_csv`` plus a ``.meta.json`` sidecar with the device metadata. Returns the sidecar
+    content. A network that fails to export to ONNX is skipped and counted
+    (``failed_networks``, with up to 5 distinct ``failure_reasons``) and a warning says so;
+    when every network tried fails (or the first ``FAIL_FAST`` all do), it raises NasctlError."""
     import onnxruntime as ort
 
     if device not in ("cpu", "sim-npu"):
@@ -260,14 +266,18 @@ def measure(
         }
     spaces = _spaces(space_files)
     start = time.perf_counter()
-    n_net = n_rows = 0
+    n_net = n_rows = n_failed = 0
+    reasons: list[str] = []
     unmatched: list[float] = []
     with out_csv.open("w", newline="") as fh, tempfile.TemporaryDirectory() as tmp:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for name, net, shape, kernels in network_stream(rng, spaces, mode):
             elapsed = time.perf_counter() - start
-            if elapsed >= time_budget or (max_networks is not None and n_net >= max_networks):
+            tried = n_net + n_failed
+            if elapsed >= time_budget or (max_networks is not None and tried >= max_networks):
+                break
+            if n_net == 0 and n_failed >= FAIL_FAST:
                 break
             path = Path(tmp) / "net.onnx"
             if sim is not None and kernels is not None:
@@ -278,7 +288,12 @@ def measure(
                     ks = kernels_from_onnx(path)
                 except NasctlError:
                     raise
-                except Exception:  # a random net the exporter cannot take: skip it
+                except Exception as exc:  # a net the exporter cannot take: skip it, counted
+                    n_failed += 1
+                    first_line = str(exc).strip().partition("\n")[0][:200]
+                    reason = f"{type(exc).__name__}: {first_line}"
+                    if reason not in reasons and len(reasons) < 5:
+                        reasons.append(reason)
                     continue
                 if kernels is not None and [k.key() for k in kernels] != [k.key() for k in ks]:
                     raise RuntimeError(f"kernel IR paths disagree on {name}")  # a bug, not bad input
@@ -321,11 +336,23 @@ def measure(
             n_rows += len(rows)
             if progress:
                 progress(time.perf_counter() - start, n_net, n_rows)
+    if n_failed and n_net == 0:
+        out_csv.unlink(missing_ok=True)
+        raise NasctlError(f"all {n_failed} networks tried failed to export to ONNX (first: {reasons[0]})")
+    if n_failed:
+        warnings.warn(
+            f"{n_failed} of {n_failed + n_net} networks failed to export to ONNX and were skipped "
+            f"(first: {reasons[0]})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     meta = {
         "device": info,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "nasctl_version": __version__,
         "networks": n_net,
+        "failed_networks": n_failed,
+        "failure_reasons": reasons,
         "rows": n_rows,
         "seconds": round(time.perf_counter() - start, 1),
         "seed": seed,

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nasctl.nn.blocks import ConvBNAct, make_activation
-from nasctl.zoo import FireModule, ResBlock, ShuffleBlock, SqueezeExcite
+from nasctl.nn.blocks import IBN, ConvBNAct, FusedIBN, SqueezeExcite, make_activation
+from nasctl.zoo import FireModule, ResBlock, ShuffleBlock
 
 ACTS = ("relu", "relu6", "hswish", "silu")
 RESOLUTIONS = (32, 48, 64, 96, 112, 128, 160, 192, 224)
@@ -31,30 +31,6 @@ def _ch(rng: np.random.Generator, lo: int = 8, hi: int = 1024) -> int:
     """Channel counts as the zoo has them: mostly multiples of 8, sometimes odd ones."""
     c = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     return max(lo, int(round(c / 8) * 8) if rng.random() < 0.8 else int(round(c)))
-
-
-class MBConv(nn.Module):
-    """IBN or fused-IBN with optional SE, any activation."""
-
-    def __init__(self, cin: int, cout: int, k: int, e: int, s: int, act: str, fused: bool, se: str | None):
-        super().__init__()
-        mid = max(1, cin * e)
-        layers: list[nn.Module] = []
-        if fused:
-            layers.append(ConvBNAct(cin, mid, k, s, act=act))
-        else:
-            if e != 1:
-                layers.append(ConvBNAct(cin, mid, 1, act=act))
-            layers.append(ConvBNAct(mid, mid, k, s, groups=mid, act=act))
-        if se:
-            layers.append(SqueezeExcite(mid, max(8, mid // 4), "relu", se))
-        layers.append(ConvBNAct(mid, cout, 1, act=None))
-        self.body = nn.Sequential(*layers)
-        self.residual = s == 1 and cin == cout
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.body(x)
-        return x + y if self.residual else y
 
 
 class RandomNet(nn.Module):
@@ -107,8 +83,13 @@ def random_cnn(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, int, int
             e = int(rng.choice([1, 2, 3, 4, 6]))
             if c * e > 2048:
                 e = 1
-            se = rng.choice([None, "sigmoid", "hsigmoid"], p=[0.6, 0.2, 0.2]) if kind == "mb" else None
-            blocks.append(MBConv(c, cout, k, e, s, act, kind == "fused", se))
+            mid = c * e
+            if kind == "fused":  # expand + project even at expansion 1
+                blocks.append(FusedIBN(c, cout, k, e, s, act, mid=mid))
+            else:
+                se = rng.choice([None, "sigmoid", "hsigmoid"], p=[0.6, 0.2, 0.2])
+                squeeze = max(8, mid // 4) if se else 0
+                blocks.append(IBN(c, cout, k, e, s, act, se=squeeze, se_act="relu", se_gate=str(se or "sigmoid")))
         elif kind == "conv":
             blocks.append(ConvBNAct(c, cout, k, s, act=str(rng.choice(ACTS))))
         elif kind == "dw":

@@ -1,4 +1,4 @@
-"""``Arch -> nn.Module``."""
+"""``Arch -> nn.Module``, built from the lowering (``nasctl.nn.lower``) and the block registry."""
 
 from __future__ import annotations
 
@@ -7,9 +7,23 @@ from torch import Tensor, nn
 
 from nasctl.arch import Arch
 from nasctl.errors import NasctlError
-from nasctl.nn.blocks import IBN, ConvBNAct, FusedIBN
+from nasctl.nn.blocks.modules import block_module, layer_module, make_activation
+from nasctl.nn.layers import LayerSpec
+from nasctl.nn.lower import HEADS, lower
 
-HEADS = ("classifier", "embedding", "features")
+__all__ = ["HEADS", "Network", "build_model"]
+
+
+def _head(linears: list[LayerSpec]) -> nn.Module:
+    """The head's linear layers, each followed by its activation (none: the identity)."""
+    modules: list[nn.Module] = []
+    for s in linears:
+        modules.append(nn.Linear(s.cin, s.cout))
+        if s.act:
+            modules.append(make_activation(s.act))
+    if not modules:
+        return nn.Identity()
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
 
 class Network(nn.Module):
@@ -29,26 +43,18 @@ class Network(nn.Module):
         if head == "embedding" and arch.embedding_dim is None:
             raise NasctlError("this arch has no embedding_dim; use head 'classifier' or 'features'")
         self.arch, self.head_kind = arch, head
+        layers = {s.name: s for s in lower(arch, head)}
         act = arch.activation
-        self.stem = ConvBNAct(arch.in_channels, arch.stem_channels, arch.stem_kernel, arch.stem_stride, act=act)
-        blocks = []
-        for b in arch.blocks:
-            cls = IBN if b.kind == "ibn" else FusedIBN
-            blocks.append(cls(b.in_channels, b.out_channels, b.kernel, b.expansion, b.stride, act=act))
-        self.blocks = nn.Sequential(*blocks)
-        self.head_conv = (
-            ConvBNAct(arch.blocks[-1].out_channels, arch.head_channels, 1, act=act)
-            if arch.head_channels
-            else nn.Identity()
+        self.stem = layer_module(layers["stem"])
+        self.blocks = nn.Sequential(
+            *(
+                block_module(b.kind, b.in_channels, b.out_channels, b.kernel, b.expansion, b.stride, act)
+                for b in arch.blocks
+            )
         )
+        self.head_conv = layer_module(layers["head_conv"]) if "head_conv" in layers else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        feat = arch.feature_channels
-        if head == "classifier":
-            self.head = nn.Linear(feat, arch.num_classes)
-        elif head == "embedding":
-            self.head = nn.Sequential(nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, arch.embedding_dim))
-        else:
-            self.head = nn.Identity()
+        self.head = _head([s for s in layers.values() if s.op == "linear"])
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.head_conv(self.blocks(self.stem(x)))

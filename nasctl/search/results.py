@@ -1,9 +1,11 @@
 """Results of a search, read back from its study: one type for every strategy.
 
-``collect`` turns the study into plain rows; ``write_outputs`` writes the run folder:
-``trials.csv``, ``pareto.json``, ``pareto.png``, ``winners/`` (arch.json + .onnx of the
-top Pareto archs) and ``report.md``. With ``measure``, the winners and the baseline are
-also timed with onnxruntime, interleaved, so the report compares measured latencies too.
+``collect`` turns the study into ``TrialRecord``s (``SearchResult``); ``write_outputs``
+writes the run folder from them: ``trials.csv``, ``pareto.json``, ``pareto.png``,
+``winners/`` (arch.json + .onnx of the top Pareto archs) and ``report.md``. With
+``measure``, the winners and the baseline are also timed with onnxruntime, interleaved, so
+the report compares measured latencies too. What the score is (its name, label, columns)
+comes from the strategy's scorer type; nothing here knows how it was computed.
 """
 
 from __future__ import annotations
@@ -17,95 +19,95 @@ from typing import Any
 
 import numpy as np
 
-from nasctl.search.multishot import SearchConfig, open_study, trial_counts
+from nasctl.search.base import Column, TrialRecord, get_strategy
+from nasctl.search.config import SearchConfig
+from nasctl.search.study import open_study, trial_counts
 
-CSV_COLUMNS = [
-    "number",
-    "state",
-    "baseline",
-    "feasible",
-    "trained",
-    "accuracy",
-    "test_accuracy",
-    "latency_ms",
-    "memory_mb",
-    "params",
-    "peak_activation_bytes",
-    "flops",
-    "train_seconds",
-    "duplicate_of",
-    "arch_id",
-    "arch",
-    "seconds",
-]
+_LEAD = ["number", "state", "baseline", "feasible", "trained"]
+_TAIL = ["latency_ms", "memory_mb", "params", "peak_activation_bytes", "flops", "duplicate_of", "arch_id", "arch"]
+_LAST = ["seconds", "worker", "error"]
 
 
 @dataclass
-class SearchResults:
+class SearchResult:
+    """A search as its study holds it: every trial, the feasible Pareto set (one record per
+    arch, best score first), the baseline trial and the trial counts by state."""
+
     config: SearchConfig
-    rows: list[dict[str, Any]]
-    pareto: list[dict[str, Any]]
-    baseline: dict[str, Any] | None
+    records: list[TrialRecord]
+    pareto: list[TrialRecord]
+    baseline: TrialRecord | None
     counts: dict[str, int]
 
     @property
-    def complete(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["state"] == "COMPLETE"]
+    def scorer_type(self) -> type:
+        return get_strategy(self.config.strategy).scorer_type
+
+    @property
+    def objective(self) -> str:
+        return self.scorer_type.objective
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self.scorer_type.columns
+
+    @property
+    def complete(self) -> list[TrialRecord]:
+        return [r for r in self.records if r.state == "COMPLETE"]
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    def csv_columns(self) -> list[str]:
+        return _LEAD + list(self.scorer_type.metrics) + _TAIL + _LAST
+
+    def summary(self) -> dict[str, Any]:
+        """What ``pareto.json`` holds (before measuring: no measured latencies)."""
+        cfg = self.config
+        return {
+            "space": str(cfg.space_file),
+            "strategy": cfg.strategy,
+            "objectives": cfg.objectives.to_dict(),
+            "estimator": cfg.estimator,
+            "counts": self.counts,
+            "baseline": self.baseline.to_dict() if self.baseline else None,
+            "pareto": [r.to_dict() for r in self.pareto],
+            "best_vs_baseline": best_vs_baseline(self),
+        }
 
 
-def _row(t) -> dict[str, Any]:
-    a = t.user_attrs
-    seconds = (
-        (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-    )
-    return {
-        "number": t.number,
-        "state": t.state.name,
-        "baseline": bool(a.get("baseline", False)),
-        "feasible": a.get("feasible"),
-        "trained": a.get("trained"),
-        "accuracy": a.get("accuracy"),
-        "test_accuracy": a.get("test_accuracy"),
-        "latency_ms": a.get("latency_ms"),
-        "memory_mb": a.get("memory_mb"),
-        "params": a.get("params"),
-        "peak_activation_bytes": a.get("peak_activation_bytes"),
-        "flops": a.get("flops"),
-        "train_seconds": a.get("train_seconds"),
-        "duplicate_of": a.get("duplicate_of"),
-        "arch_id": a.get("arch_id"),
-        "arch": a.get("arch"),
-        "seconds": seconds,
-    }
-
-
-def collect(cfg: SearchConfig, study=None) -> SearchResults:
+def collect(cfg: SearchConfig, study=None) -> SearchResult:
     study = study or open_study(cfg)
+    keys = get_strategy(cfg.strategy).scorer_type.metrics
+    objective = get_strategy(cfg.strategy).scorer_type.objective
     trials = study.get_trials(deepcopy=False)
-    rows = [_row(t) for t in trials]
+    records = [TrialRecord.from_trial(t, keys) for t in trials]
     try:
         best = study.best_trials  # the feasible Pareto set
-    except Exception:  # no complete trial yet
+    except ValueError:  # no complete trial yet
         best = []
-    # one row per arch: a trial that reused a twin's training has the twin's values, so both
-    # sit on the front; the trained original (lowest number) stands for them
+    # one record per arch: a trial that reused a twin's score has the twin's values, so both
+    # sit on the front; the scored original (lowest number) stands for them
     seen: set[str] = set()
     distinct = []
     for t in sorted(best, key=lambda t: t.number):
         if t.user_attrs.get("trained") and t.user_attrs.get("arch_id") not in seen:
             seen.add(t.user_attrs.get("arch_id"))
-            distinct.append(_row(t))
-    pareto = sorted(distinct, key=lambda r: -(r["accuracy"] or 0))
-    base = [r for r in rows if r["baseline"] and r["state"] == "COMPLETE"]
-    return SearchResults(cfg, rows, pareto, base[0] if base else None, trial_counts(study))
+            distinct.append(TrialRecord.from_trial(t, keys))
+    pareto = sorted(distinct, key=lambda r: -(r.score(objective) or 0))
+    base = [r for r in records if r.baseline and r.state == "COMPLETE"]
+    return SearchResult(cfg, records, pareto, base[0] if base else None, trial_counts(study))
 
 
-def write_trials_csv(res: SearchResults, path: Path) -> Path:
+def write_trials_csv(res: SearchResult, path: Path) -> Path:
+    columns = res.csv_columns()
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
-        for r in res.rows:
-            w.writerow({k: ("" if r.get(k) is None else r[k]) for k in CSV_COLUMNS})
+        for r in res.records:
+            d = r.to_dict()
+            w.writerow({k: ("" if d.get(k) is None else d[k]) for k in columns})
     return path
 
 
@@ -137,33 +139,36 @@ def _time_interleaved(paths: dict[str, str], rounds: int, threads: int) -> dict[
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
-def plot_pareto(res: SearchResults, path: Path) -> Path:
+def plot_pareto(res: SearchResult, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    obj = res.objective
+    pct = res.columns[0].fmt == "pct"
+    scale = 100 if pct else 1
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    done = [r for r in res.complete if r["trained"]]
-    infeasible = [r for r in res.complete if r["feasible"] is False]
+    done = [r for r in res.complete if r.trained]
+    infeasible = [r for r in res.complete if r.feasible is False]
     if done:
         ax.scatter(
-            [r["latency_ms"] for r in done], [100 * r["accuracy"] for r in done], s=18, c="0.6", label="trained trials"
+            [r.latency_ms for r in done], [scale * r.score(obj) for r in done], s=18, c="0.6", label="scored trials"
         )
     if infeasible:
         ax.scatter(
-            [r["latency_ms"] for r in infeasible],
-            [0 * r["latency_ms"] for r in infeasible],
+            [r.latency_ms for r in infeasible],
+            [scale * res.scorer_type.worst] * len(infeasible),
             marker="x",
             c="tab:red",
             s=18,
-            label="over budget (not trained)",
+            label="over budget (not scored)",
         )
     if res.pareto:
-        front = sorted(res.pareto, key=lambda r: r["latency_ms"])
+        front = sorted(res.pareto, key=lambda r: r.latency_ms)
         ax.plot(
-            [r["latency_ms"] for r in front],
-            [100 * r["accuracy"] for r in front],
+            [r.latency_ms for r in front],
+            [scale * r.score(obj) for r in front],
             "o-",
             c="tab:blue",
             ms=5,
@@ -172,8 +177,8 @@ def plot_pareto(res: SearchResults, path: Path) -> Path:
         )
     if res.baseline:
         ax.scatter(
-            [res.baseline["latency_ms"]],
-            [100 * res.baseline["accuracy"]],
+            [res.baseline.latency_ms],
+            [scale * res.baseline.score(obj)],
             marker="*",
             s=160,
             c="tab:orange",
@@ -185,20 +190,21 @@ def plot_pareto(res: SearchResults, path: Path) -> Path:
     if ob.latency_budget_ms:
         ax.axvline(ob.latency_budget_ms, ls="--", c="tab:red", lw=1, label="latency budget")
     ax.set_xlabel(f"estimated latency (ms, {res.config.estimator})")
-    ax.set_ylabel("linear-probe accuracy, val (%)")
-    if done:
-        lo = min(100 * r["accuracy"] for r in done)
+    ax.set_ylabel(res.scorer_type.label + (" (%)" if pct else ""))
+    if done and pct:
+        lo = min(scale * r.score(obj) for r in done)
         ax.set_ylim(max(0, lo - 5), 100)
     ax.set_title(f"{Path(res.config.space_file).name}: {len(res.complete)} trials", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def write_outputs(cfg: SearchConfig, measure: bool = True, study=None) -> SearchResults:
+def write_outputs(cfg: SearchConfig, measure: bool = True, study=None) -> SearchResult:
     """Write every output of the run folder from the study (also what `nasctl report` does)."""
     from nasctl.arch import Arch
     from nasctl.latency.api import load_estimator
@@ -213,82 +219,71 @@ def write_outputs(cfg: SearchConfig, measure: bool = True, study=None) -> Search
     for old in winners.glob("*"):
         if old.is_file():
             old.unlink()
-    top = res.pareto[: cfg.top_k]
-    for i, r in enumerate(top, 1):
-        arch = Arch.from_string(r["arch"])
+    for i, r in enumerate(res.pareto[: cfg.top_k], 1):
+        arch = Arch.from_string(r.arch)
         arch.save(winners / f"rank{i}_{arch.id}.json")
         export_onnx(arch, winners / f"rank{i}_{arch.id}.onnx")
-        r["files"] = [f"winners/rank{i}_{arch.id}.json", f"winners/rank{i}_{arch.id}.onnx"]
+        r.files = [f"winners/rank{i}_{arch.id}.json", f"winners/rank{i}_{arch.id}.onnx"]
     measured: dict[str, float] = {}
     simulated = bool(load_estimator(cfg.estimator).device.get("simulated"))
+    measure_s = 0.0
     if measure and not simulated and res.pareto:
-        archs = {f"p{r['number']}": Arch.from_string(r["arch"]) for r in res.pareto}
+        archs = {f"p{r.number}": Arch.from_string(r.arch) for r in res.pareto}
         if res.baseline:
-            archs["baseline"] = Arch.from_string(res.baseline["arch"])
+            archs["baseline"] = Arch.from_string(res.baseline.arch)
         t = time.perf_counter()
         measured = measure_latencies(archs)
         for r in res.pareto:
-            r["measured_latency_ms"] = measured[f"p{r['number']}"]
+            r.measured_latency_ms = measured[f"p{r.number}"]
         if res.baseline:
-            res.baseline["measured_latency_ms"] = measured["baseline"]
+            res.baseline.measured_latency_ms = measured["baseline"]
+            for r in res.pareto:  # the baseline's own Pareto record, if it is on the front
+                if r.number == res.baseline.number:
+                    r.measured_latency_ms = measured["baseline"]
         measure_s = time.perf_counter() - t
-    else:
-        measure_s = 0.0
-    summary = {
-        "space": str(cfg.space_file),
-        "strategy": cfg.strategy,
-        "objectives": cfg.objectives.to_dict(),
-        "estimator": cfg.estimator,
-        "counts": res.counts,
-        "baseline": res.baseline,
-        "pareto": res.pareto,
-        "best_vs_baseline": best_vs_baseline(res),
-        "measured_with": "onnxruntime CPU, 1 thread, interleaved, 3 passes" if measured else None,
-        "measure_seconds": measure_s,
-    }
+    summary = res.summary()
+    summary["measured_with"] = "onnxruntime CPU, 1 thread, interleaved, 3 passes" if measured else None
+    summary["measure_seconds"] = measure_s
     (out / "pareto.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_pareto(res, out / "pareto.png")
     (out / "report.md").write_text(render_report(res, summary))
     return res
 
 
-def best_vs_baseline(res: SearchResults, max_drop_points: float = 1.0) -> dict[str, Any] | None:
-    """The fastest Pareto arch whose accuracy is within ``max_drop_points`` of the baseline's
-    (by measured latency where measured, else estimated)."""
+def best_vs_baseline(res: SearchResult, max_drop_points: float = 1.0) -> dict[str, Any] | None:
+    """The fastest Pareto arch whose score is within ``max_drop_points`` (percentage points
+    for a fractional score) of the baseline's (by measured latency where measured, else
+    estimated)."""
     if not res.baseline or not res.pareto:
         return None
-    key = "measured_latency_ms" if "measured_latency_ms" in res.baseline else "latency_ms"
-    ok = [
-        r
-        for r in res.pareto
-        if not r["baseline"] and 100 * (res.baseline["accuracy"] - r["accuracy"]) <= max_drop_points
-    ]
+    obj = res.objective
+    scale = 100 if res.columns[0].fmt == "pct" else 1
+    key = "measured_latency_ms" if res.baseline.measured_latency_ms is not None else "latency_ms"
+    base_score = res.baseline.score(obj)
+    ok = [r for r in res.pareto if not r.baseline and scale * (base_score - r.score(obj)) <= max_drop_points]
     if not ok:
         return None
-    best = min(ok, key=lambda r: r[key])
+    best = min(ok, key=lambda r: getattr(r, key))
+    lat, base_lat = getattr(best, key), getattr(res.baseline, key)
     return {
-        "trial": best["number"],
-        "arch": best["arch"],
+        "trial": best.number,
+        "arch": best.arch,
         "latency_key": key,
-        "latency_ms": best[key],
-        "baseline_latency_ms": res.baseline[key],
-        "latency_change_pct": 100 * (best[key] / res.baseline[key] - 1),
-        "accuracy": best["accuracy"],
-        "baseline_accuracy": res.baseline["accuracy"],
-        "accuracy_change_points": 100 * (best["accuracy"] - res.baseline["accuracy"]),
+        "latency_ms": lat,
+        "baseline_latency_ms": base_lat,
+        "latency_change_pct": 100 * (lat / base_lat - 1),
+        obj: best.score(obj),
+        f"baseline_{obj}": base_score,
+        f"{obj}_change_points": scale * (best.score(obj) - base_score),
     }
 
 
-def _fmt(v, pct=False, digits=3) -> str:
-    if v is None:
-        return "–"
-    return f"{100 * v:.1f}%" if pct else f"{v:.{digits}f}"
-
-
-def render_report(res: SearchResults, summary: dict) -> str:
+def render_report(res: SearchResult, summary: dict) -> str:
     cfg = res.config
     c = res.counts
     ob = cfg.objectives
+    obj = res.objective
+    lead = res.columns[0]
     lines = [
         f"# nasctl search report: {Path(cfg.space_file).name}",
         "",
@@ -296,9 +291,15 @@ def render_report(res: SearchResults, summary: dict) -> str:
         f"- objectives: {', '.join(f'{n} ({d})' for n, d in zip(ob.names, ob.directions, strict=True))}",
         f"- constraints: latency <= {ob.latency_budget_ms or '–'} ms, memory <= {ob.memory_budget_mb or '–'} MB",
         f"- latency estimator: {cfg.estimator}; data: {cfg.data}",
-        f"- per-trial training: {cfg.budget.pretrain.loss} loss, batch {cfg.budget.pretrain.batch_size}, "
-        f"<= {cfg.budget.pretrain.epochs} epochs, <= {cfg.budget.pretrain.time_budget_s or '–'} s; "
-        "accuracy = linear probe on the validation split",
+    ]
+    if obj == "accuracy":
+        p = cfg.budget.pretrain
+        lines.append(
+            f"- per-trial training: {p.loss} loss, batch {p.batch_size}, <= {p.epochs} epochs, "
+            f"<= {p.time_budget_s or '–'} s; accuracy = linear probe on the validation split"
+        )
+    lines += [
+        f"- score: {obj} = {res.scorer_type.label}",
         f"- trials: {c.get('complete', 0)} complete, {c.get('fail', 0)} failed, {c.get('running', 0)} running "
         f"(target {cfg.trials or '–'})",
         "",
@@ -310,28 +311,39 @@ def render_report(res: SearchResults, summary: dict) -> str:
         lines += [
             "## Best vs baseline",
             "",
-            f"The fastest Pareto arch within 1 point of the baseline's accuracy (trial {b['trial']}): "
+            f"The fastest Pareto arch within 1 point of the baseline's {obj} (trial {b['trial']}): "
             f"{b['latency_change_pct']:+.1f}% {b['latency_key'].replace('_', ' ')} "
             f"({b['latency_ms']:.3f} vs {b['baseline_latency_ms']:.3f} ms), "
-            f"accuracy {100 * b['accuracy']:.1f}% vs {100 * b['baseline_accuracy']:.1f}% "
-            f"({b['accuracy_change_points']:+.1f} points).",
+            f"{obj} {lead.render(b[obj])} vs {lead.render(b[f'baseline_{obj}'])} "
+            f"({b[f'{obj}_change_points']:+.1f} points).",
             "",
             f"`{b['arch']}`",
             "",
         ]
+    cols = [col.label for col in res.columns]
     lines += [
         "## Pareto set (feasible)",
         "",
-        "| trial | val acc | test acc | est. latency ms | measured ms | memory MB | params | arch id |",
-        "|---|---|---|---|---|---|---|---|",
+        "| trial | " + " | ".join(cols) + " | est. latency ms | measured ms | memory MB | params | arch id |",
+        "|---" * (len(cols) + 6) + "|",
     ]
-    rows = ([res.baseline] if res.baseline else []) + [r for r in res.pareto if not r["baseline"]]
+    rows = ([res.baseline] if res.baseline else []) + [r for r in res.pareto if not r.baseline]
     for r in rows:
-        tag = " (baseline)" if r["baseline"] else ""
+        tag = " (baseline)" if r.baseline else ""
+        scores = " | ".join(col.render(r.metrics.get(col.key)) for col in res.columns)
         lines.append(
-            f"| {r['number']}{tag} | {_fmt(r['accuracy'], True)} | {_fmt(r['test_accuracy'], True)} | "
-            f"{_fmt(r['latency_ms'])} | {_fmt(r.get('measured_latency_ms'))} | {_fmt(r['memory_mb'], digits=2)} | "
-            f"{r['params']:,} | `{r['arch_id']}` |"
+            f"| {r.number}{tag} | {scores} | {_fmt(r.latency_ms)} | {_fmt(r.measured_latency_ms)} | "
+            f"{_fmt(r.memory_mb, 2)} | {r.params:,} | `{r.arch_id}` |"
         )
+    failed = [r for r in res.records if r.state == "FAIL" and r.error]
+    if failed:
+        lines += ["", "## Failed trials", ""]
+        for r in failed:
+            last = r.error.strip().splitlines()[-1]
+            lines.append(f"- trial {r.number}: `{last}` (traceback in the study: user attribute `error`)")
     lines += ["", "Files: `trials.csv`, `pareto.json`, `pareto.png`, `winners/` (arch.json + ONNX).", ""]
     return "\n".join(lines)
+
+
+def _fmt(v, digits=3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"

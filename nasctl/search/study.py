@@ -1,4 +1,10 @@
-"""Multishot search: Optuna's NSGA-II proposes archs, each is costed and trained briefly.
+"""The study every strategy runs in: storage, constraints, resume, workers.
+
+A trial: the strategy's sampler proposes flat parameters -> the space resolves them to an
+Arch -> the estimator costs it (latency, memory) and the budgets are set as constraints ->
+a feasible arch is scored by the strategy's scorer (an arch reached again through other
+parameters reuses its twin's score) -> the values go back to the study, and everything
+the outputs show is kept as the trial's user attributes (read back as ``TrialRecord``).
 
 The study lives in an Optuna RDB storage (SQLite in the run folder by default; PostgreSQL
 or MySQL for workers on many machines). Everything a run needs to resume is there: a run
@@ -12,17 +18,18 @@ intersection space); block positions past a stage's depth are ignored by ``resol
 
 from __future__ import annotations
 
-import json
 import os
 import time
+import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nasctl.errors import NasctlError
-from nasctl.search.objectives import INFEASIBLE_ACCURACY, Objectives, TrialBudget, arch_cost, score
+from nasctl.search.base import get_strategy
+from nasctl.search.config import SearchConfig
+from nasctl.search.objectives import arch_cost
 
 # heartbeats and the stale-trial callback are what make resume work; Optuna flags them experimental
 warnings.filterwarnings("ignore", message=r".*[Hh]eartbeat.*|.*fail_stale_trials.*")
@@ -30,92 +37,6 @@ warnings.filterwarnings("ignore", message=r".*[Hh]eartbeat.*|.*fail_stale_trials
 HEARTBEAT_S = 5
 GRACE_S = 15
 POLL_S = 2.0
-CONFIG_FILE = "search.json"
-# settings that must match when a run resumes an existing study
-_STUDY_KEYS = ("space_file", "strategy", "objectives", "estimator", "data", "budget", "sampler")
-
-
-@dataclass
-class SearchConfig:
-    space_file: str
-    out: str = "runs/search"
-    strategy: str = "multishot"
-    objectives: Objectives = field(default_factory=Objectives)
-    budget: TrialBudget = field(default_factory=TrialBudget)
-    estimator: str = "cpu"
-    data: str = "digits"
-    trials: int | None = 20
-    time_budget_s: float | None = None
-    seed: int = 0
-    storage: str | None = None
-    study_name: str | None = None
-    workers: int = 1
-    population_size: int = 8
-    top_k: int = 3
-    sampler: str = "nsga2"  # or "random": the baseline a search should beat
-
-    @property
-    def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
-
-    @property
-    def name(self) -> str:
-        return self.study_name or f"{Path(self.space_file).stem}-{self.strategy}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "space_file": str(self.space_file),
-            "out": str(self.out),
-            "strategy": self.strategy,
-            "objectives": self.objectives.to_dict(),
-            "budget": self.budget.to_dict(),
-            "estimator": self.estimator,
-            "data": self.data,
-            "trials": self.trials,
-            "time_budget_s": self.time_budget_s,
-            "seed": self.seed,
-            "storage": self.storage_url,
-            "study_name": self.name,
-            "workers": self.workers,
-            "population_size": self.population_size,
-            "top_k": self.top_k,
-            "sampler": self.sampler,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
-        from nasctl.contrastive import AugmentConfig, PretrainConfig
-
-        b = dict(d["budget"])
-        b["augment"] = AugmentConfig(**b.get("augment", {}))
-        return cls(
-            space_file=d["space_file"],
-            out=d["out"],
-            strategy=d["strategy"],
-            objectives=Objectives(**d["objectives"]),
-            budget=TrialBudget(PretrainConfig(**b)),
-            estimator=d["estimator"],
-            data=d["data"],
-            trials=d["trials"],
-            time_budget_s=d["time_budget_s"],
-            seed=d["seed"],
-            storage=d["storage"],
-            study_name=d["study_name"],
-            workers=d["workers"],
-            population_size=d["population_size"],
-            top_k=d["top_k"],
-            sampler=d.get("sampler", "nsga2"),
-        )
-
-
-def load_config(out: str | Path) -> SearchConfig:
-    path = Path(out) / CONFIG_FILE
-    if not path.is_file():
-        raise NasctlError(f"{out}: not a search run folder (no {CONFIG_FILE})")
-    try:
-        return SearchConfig.from_dict(json.loads(path.read_text()))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise NasctlError(f"{path}: not a nasctl search config ({exc})") from None
 
 
 def make_storage(url: str):
@@ -164,10 +85,7 @@ def open_study(cfg: SearchConfig, worker: int = 0, storage=None):
     except KeyError:  # a new study
         done = 0
     seed = cfg.seed + 1000 * worker + 7919 * done
-    if cfg.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
+    sampler = get_strategy(cfg.strategy).sampler(cfg, seed)
     study = optuna.create_study(
         storage=storage,
         study_name=cfg.name,
@@ -195,7 +113,8 @@ def trial_counts(study) -> dict[str, int]:
 
 
 class Evaluator:
-    """The objective: params -> Arch -> cost (+ constraints) -> [training] -> values."""
+    """The objective every strategy shares: params -> Arch -> cost (+ constraints) ->
+    [score] -> values. The strategy gives the scorer; the rest is the same for all."""
 
     def __init__(self, cfg: SearchConfig, on_progress: Callable[[dict], None] | None = None, worker: int = 0):
         from nasctl.latency.api import load_estimator
@@ -205,16 +124,8 @@ class Evaluator:
         self.space = SearchSpace.load(cfg.space_file)
         self.params = self.space.parameters()
         self.estimator = load_estimator(cfg.estimator)
-        self._data: dict[tuple[int, int], Any] = {}
+        self.scorer = get_strategy(cfg.strategy).scorer(cfg, self.space)
         self.on_progress = on_progress
-
-    def data_for(self, arch):
-        key = (arch.resolution, arch.in_channels)
-        if key not in self._data:
-            from nasctl.contrastive import load_data
-
-            self._data[key] = load_data(self.cfg.data, arch.resolution, arch.in_channels, seed=self.cfg.seed)
-        return self._data[key]
 
     def __call__(self, trial) -> list[float]:
         self._check_not_surplus(trial)
@@ -231,23 +142,37 @@ class Evaluator:
         for k, v in cost.items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("feasible", feasible)
+        scorer = self.scorer
         metrics: dict[str, Any]
         if not feasible:
-            metrics = {"accuracy": INFEASIBLE_ACCURACY}
+            metrics = {scorer.objective: scorer.worst}
             trial.set_user_attr("trained", False)
         else:
-            prev = _trained_twin(trial.study, arch.id, trial.number)
-            if prev is not None:  # the same arch from other parameters: reuse, don't retrain
-                metrics = {k: prev.user_attrs[k] for k in _METRIC_KEYS if k in prev.user_attrs}
+            prev = _scored_twin(trial.study, arch.id, trial.number)
+            if prev is not None:  # the same arch from other parameters: reuse, don't score again
+                metrics = {k: prev.user_attrs[k] for k in scorer.metrics if k in prev.user_attrs}
                 trial.set_user_attr("duplicate_of", prev.number)
             else:
                 if self.on_progress:
                     self.on_progress({"event": "train", "trial": trial.number, "arch": arch.to_string()})
-                metrics = score(arch, self.data_for(arch), self.cfg.budget, self._train_progress(trial.number))
+                metrics = self._score(trial, arch)
             trial.set_user_attr("trained", True)
         for k, v in metrics.items():
             trial.set_user_attr(k, v)
-        return [float(metrics["accuracy"]) if n == "accuracy" else float(cost[n]) for n in self.cfg.objectives.names]
+        objective = scorer.objective
+        return [float(metrics[objective]) if n == objective else float(cost[n]) for n in self.cfg.objectives.names]
+
+    def _score(self, trial, arch) -> dict[str, Any]:
+        """Score one arch. Any exception leaves its traceback in the trial (``error``);
+        one the scorer does not list as recoverable is also marked ``bug`` and stops the search."""
+        try:
+            return self.scorer(arch, self._train_progress(trial.number))
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt):
+                trial.set_user_attr("error", traceback.format_exc())
+                if not isinstance(exc, self.scorer.recoverable):
+                    trial.set_user_attr("bug", True)
+            raise
 
     def _check_not_surplus(self, trial) -> None:
         """With several workers, two can start the last trial at once: the one with the
@@ -273,18 +198,7 @@ class Evaluator:
         return progress
 
 
-_METRIC_KEYS = (
-    "accuracy",
-    "test_accuracy",
-    "knn_val_accuracy",
-    "train_seconds",
-    "eval_seconds",
-    "epochs_done",
-    "final_loss",
-)
-
-
-def _trained_twin(study, arch_id: str, number: int):
+def _scored_twin(study, arch_id: str, number: int):
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -303,8 +217,6 @@ def run_worker(
     import torch
     from optuna.storages import fail_stale_trials
 
-    from nasctl.contrastive import TrainingDiverged
-
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
     study = open_study(cfg, worker)
     evaluator = Evaluator(cfg, on_progress, worker)
@@ -321,7 +233,7 @@ def run_worker(
                 on_progress({"event": "wait", "running": c["running"]})
             time.sleep(POLL_S)  # the last trials run elsewhere (or are stale: wait for their heartbeat)
             continue
-        study.optimize(evaluator, n_trials=1, catch=(TrainingDiverged, RuntimeError, ValueError, FloatingPointError))
+        study.optimize(evaluator, n_trials=1, catch=evaluator.scorer.recoverable)
         if on_progress:
             on_progress({"event": "done", "counts": trial_counts(study)})
 
@@ -339,7 +251,7 @@ def fail_orphans(study, grace_s: float | None = None) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         age = (datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 0.0
         if not t.params and age > grace:
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            study.tell(t.number, state=TrialState.FAIL)
             failed.append(t.number)
     return failed
 
@@ -353,73 +265,30 @@ def _worker_entry(cfg_dict: dict, worker: int, deadline: float | None) -> None:
 
 
 def prepare(cfg: SearchConfig) -> Any:
-    """Validate everything before any work: space, estimator, data, budgets, storage; write
-    the run config; enqueue the baseline into a new study. Returns the study."""
-    from nasctl.contrastive import load_data
+    """Validate everything before any work: options, space, estimator, budgets, the
+    strategy's own inputs, storage; write the run config; enqueue the baseline into a new
+    study. Returns the study."""
     from nasctl.latency.api import load_estimator
-    from nasctl.search.objectives import space_floor
     from nasctl.space import SearchSpace
 
-    if cfg.strategy != "multishot":
-        raise NasctlError(f"unknown strategy {cfg.strategy!r} (available: multishot)")
-    if cfg.sampler not in ("nsga2", "random"):
-        raise NasctlError(f"unknown sampler {cfg.sampler!r} (expected nsga2 or random)")
+    strategy = get_strategy(cfg.strategy)
     if cfg.trials is None and cfg.time_budget_s is None:
         raise NasctlError("give --trials N and/or --time-budget SECONDS")
     if cfg.trials is not None and cfg.trials < 1:
         raise NasctlError(f"--trials must be >= 1 (got {cfg.trials})")
     if cfg.workers < 1:
         raise NasctlError(f"--workers must be >= 1 (got {cfg.workers})")
+    cfg.objectives.check_score(strategy.scorer_type.objective, strategy.name)
     space = SearchSpace.load(cfg.space_file)
     estimator = load_estimator(cfg.estimator)
-    cfg.budget.pretrain.validate()
-    base = space.baseline()
-    if base.embedding_dim is None:
-        raise NasctlError(f"{cfg.space_file}: output.embedding_dim is required for contrastive pretraining")
-    data = load_data(cfg.data, base.resolution, base.in_channels, seed=cfg.seed)
-    if not data.labelled:
-        raise NasctlError(f"{cfg.data}: the data has no labels (y); the accuracy objective needs them")
-    ob = cfg.objectives
-    if ob.latency_budget_ms is not None or ob.memory_budget_mb is not None:
-        floor = space_floor(space, estimator)
-        for budget, key, unit, what in (
-            (ob.latency_budget_ms, "latency_ms", "ms", "latency budget"),
-            (ob.memory_budget_mb, "memory_mb", "MB", "memory budget"),
-        ):
-            value, arch = floor[key]
-            if budget is not None and budget < value:
-                raise NasctlError(
-                    f"{what} {budget:g} {unit} is below the {'fastest' if unit == 'ms' else 'smallest'} arch of "
-                    f"the space ({value:.3f} {unit} estimated, {arch.id}); nothing would be feasible"
-                )
-    out = Path(cfg.out)
-    saved = out / CONFIG_FILE
-    if saved.is_file():
-        old = json.loads(saved.read_text())
-        new = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as saved
-        for d in (old, new):  # a study may be resumed, or shared, on another device
-            d.get("budget", {}).pop("device", None)
-        diff = [k for k in _STUDY_KEYS if old.get(k) != new.get(k)]
-        if diff and old.get("study_name") == cfg.name and old.get("storage") == cfg.storage_url:
-            raise NasctlError(
-                f"{out} holds a search with other settings ({', '.join(diff)}); "
-                "re-run it with the same options, or use another --out or --study-name"
-            )
+    strategy.validate(cfg, space)
+    cfg.objectives.check_budgets(space, estimator)
+    cfg.check_resumable()
     study = open_study(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    cfg.save()
     if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(_full_params(space, space.baseline_params()), user_attrs={"baseline": True})
+        study.enqueue_trial(space.full_params(space.baseline_params()), user_attrs={"baseline": True})
     return study
-
-
-def _full_params(space, params: dict) -> dict:
-    """Fill every flat parameter (positions past the depth too), so NSGA-II sees the baseline."""
-    full = dict(params)
-    for name, choices in space.parameters().items():
-        if name not in full:
-            full[name] = choices[0]
-    return full
 
 
 def run_search(

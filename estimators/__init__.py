@@ -1,0 +1,1 @@
+"""Shipped latency estimators (gzipped JSON with LightGBM text models), installed as ``nasctl.estimators``."""

@@ -1,0 +1,221 @@
+"""`nasctl measure`, `nasctl fit-estimator`, `nasctl estimate`: latency."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from nasctl.cli.common import app, console, handle_errors, human, print_json, short_name
+
+
+@app.command()
+@handle_errors
+def measure(
+    out: Annotated[Path, typer.Option(help="CSV to write (device metadata goes to a .meta.json beside it).")],
+    device: Annotated[
+        str, typer.Option(help="cpu (onnxruntime) | sim-npu (the documented simulator, not hardware).")
+    ] = "cpu",
+    time_budget: Annotated[float, typer.Option("--time-budget", help="Stop after SECONDS.", metavar="SECONDS")] = 600.0,
+    mode: Annotated[
+        str, typer.Option(help="models: kernels timed inside random networks (profiler); kernels: alone.")
+    ] = "models",
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime intra-op threads (pinned).")] = 1,
+    parallelism: Annotated[int, typer.Option(min=1, help="sim-npu: the array's parallelism factor P.")] = 16,
+    space_files: Annotated[
+        Optional[list[Path]],
+        typer.Option("--space", help="Spaces to sample networks from (repeatable; default: the shipped ones)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's metadata as JSON.")] = False,
+) -> None:
+    """Time kernels on a device and write a measurements CSV for `nasctl fit-estimator`.
+
+    The CSV has the kernel features, `latency_ms` and its spread. The device, the runtime
+    version, the thread count and the CPU model go in the `.meta.json` beside it.
+
+    Example: `nasctl measure --device cpu --time-budget 600 --out estimators/cpu.csv`
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nasctl.latency.measure import measure as run_measure
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=as_json,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task(f"measuring on {device}", total=time_budget)
+
+        def progress(elapsed: float, nets: int, rows: int) -> None:
+            bar.update(
+                task,
+                completed=min(elapsed, time_budget),
+                description=f"measuring on {device}: {nets} networks, {rows} rows",
+            )
+
+        with warnings.catch_warnings():  # a failed export is reported below, in one line
+            warnings.simplefilter("ignore", RuntimeWarning)
+            meta = run_measure(
+                out,
+                device=device,
+                time_budget=time_budget,
+                mode=mode,
+                threads=threads,
+                seed=seed,
+                parallelism=parallelism,
+                space_files=space_files,
+                progress=progress,
+            )
+    if meta.get("failed_networks"):
+        reasons = "; ".join(meta.get("failure_reasons", []))
+        Console(stderr=True).print(
+            f"[yellow]warning:[/] {meta['failed_networks']} networks failed to export to ONNX and were skipped "
+            f"({reasons})",
+            highlight=False,
+        )
+    if as_json:
+        print_json(meta)
+        return
+    label = " (SIMULATED)" if meta["device"].get("simulated") else ""
+    console.print(
+        f"wrote {out}: {meta['rows']} rows from {meta['networks']} networks in {meta['seconds']} s "
+        f"on {meta['device'].get('cpu', meta['device']['device'])}{label}"
+    )
+
+
+# ---------------------------------------------------------------------------- fit-estimator
+@app.command("fit-estimator")
+@handle_errors
+def fit_estimator(
+    csv_files: Annotated[
+        list[Path], typer.Argument(metavar="MEASUREMENTS.csv...", help="Measurement CSVs from `nasctl measure`.")
+    ],
+    out: Annotated[Path, typer.Option(help="Estimator file to write (JSON with LightGBM text models).")],
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = 5,
+    quantiles: Annotated[
+        bool, typer.Option("--quantiles", help="Also fit 10%/90% quantile models (uncertainty band).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the cross-validation report as JSON.")] = False,
+) -> None:
+    """Fit LightGBM latency regressors per kernel type, report k-fold cross-validation
+    (RMSPE, MAPE, +-5/10/15% accuracy, Spearman), and save the estimator.
+
+    Example: `nasctl fit-estimator estimators/cpu.csv --out estimators/cpu.json.gz` (`.gz`: compressed)
+    """
+    from nasctl.latency.estimator import LatencyEstimator, read_measurements
+
+    table = read_measurements(csv_files)
+    with console.status("fitting") as status:
+        est = LatencyEstimator().fit(
+            table, folds=folds, quantiles=quantiles, seed=seed, progress=None if as_json else status.update
+        )
+    est.save(out)
+    report = {
+        "out": str(out),
+        "device": est.device,
+        "cv": est.meta["cv"],
+        "cv_overall": est.meta["cv_overall"],
+        "overhead": est.meta["overhead"],
+        "rows_per_group": est.meta["rows_per_group"],
+    }
+    if as_json:
+        print_json(report)
+        return
+    t = Table(title=f"{folds}-fold cross-validation per kernel type", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("kernel", "rows", "RMSPE %", "MAPE %", "+-5 %", "+-10 %", "+-15 %", "Spearman"):
+        t.add_column(col, justify="left" if col == "kernel" else "right")
+    rows = list(est.meta["cv"].items()) + [("all", est.meta["cv_overall"])]
+    for g, m in rows:
+        if "mape" not in m:
+            continue
+        t.add_row(
+            g,
+            str(m["n"]),
+            f"{m['rmspe']:.1f}",
+            f"{m['mape']:.1f}",
+            f"{m['acc5']:.0f}",
+            f"{m['acc10']:.0f}",
+            f"{m['acc15']:.0f}",
+            f"{m.get('spearman', float('nan')):.3f}",
+        )
+    console.print(t)
+    dev = est.device
+    label = " (SIMULATED)" if dev.get("simulated") else ""
+    console.print(f"wrote {out} (device: {dev.get('device', '?')}{label})")
+
+
+# ---------------------------------------------------------------------------- estimate
+@app.command()
+@handle_errors
+def estimate(
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL.onnx|ARCH.json", help="An ONNX model, an arch.json or an arch string.")
+    ],
+    estimator: Annotated[
+        str, typer.Option(help="Estimator file, or a shipped one: cpu, sim-npu-p16, sim-npu-p32.")
+    ] = "cpu",
+    do_measure: Annotated[
+        bool, typer.Option("--measure", help="Also time the model with onnxruntime and print the error.")
+    ] = False,
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime threads for --measure.")] = 1,
+    top: Annotated[int, typer.Option(help="Kernels shown in the table (0: all).")] = 15,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON: latency_ms, params, peak_activation_bytes, kernels, warnings.")
+    ] = False,
+) -> None:
+    """Estimate a model's latency (sum of per-kernel predictions), parameters and peak
+    activation memory, with no hardware in the loop.
+
+    Examples: `nasctl estimate model.onnx`, `nasctl estimate model.onnx --estimator sim-npu-p32 --json`
+    """
+    from nasctl.api import estimate as run_estimate
+
+    result = run_estimate(model, estimator, measure=do_measure, threads=threads)
+    out = result.to_dict()
+    if as_json:
+        print_json(out)
+        return
+    dev = result.estimator["device"]
+    label = " SIMULATED" if dev.get("simulated") else ""
+    t = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title_justify="left",
+        title=f"Kernels (top {top} by latency)" if top else "Kernels",
+    )
+    for col in ("kernel", "op", "in", "out", "k/s/g", "act", "ms"):
+        t.add_column(col, justify="right" if col == "ms" else "left", no_wrap=col != "kernel", overflow="fold")
+    rows = sorted(out["kernels"], key=lambda k: -k["latency_ms"])[: top or None]
+    for k in rows:
+        t.add_row(
+            short_name(k["name"]),
+            k["op"],
+            "x".join(map(str, k["in_shape"])),
+            "x".join(map(str, k["out_shape"])),
+            f"{k['kernel']}/{k['stride']}/{k['groups']}",
+            k["act"] + ("+res" if k["residual"] else ""),
+            f"{k['latency_ms']:.3f}",
+        )
+    console.print(t)
+    band = f" [{out['latency_band_ms'][0]:.3f}, {out['latency_band_ms'][1]:.3f}]" if "latency_band_ms" in out else ""
+    console.print(
+        f"latency: [bold]{out['latency_ms']:.3f} ms[/]{band} ({dev.get('device', '?')}{label}, "
+        f"{len(out['kernels'])} kernels)  params: {human(out['params'])}  "
+        f"peak activations: {human(out['peak_activation_bytes'])}B  FLOPs: {human(out['flops'])}"
+    )
+    if do_measure:
+        console.print(
+            f"measured: {out['measured_ms']:.3f} ms (std {out['measured_std_ms']:.3f}); error {out['error_pct']:+.1f}%"
+        )
+    for w in out["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)

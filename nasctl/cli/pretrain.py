@@ -1,0 +1,150 @@
+"""`nasctl pretrain`: contrastive pretraining and a linear probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from nasctl.cli.common import ArchArg, BaselineOpt, DeviceOpt, SpaceOpt, app, console, handle_errors, print_json
+
+
+@app.command()
+@handle_errors
+def pretrain(
+    arch: ArchArg = None,
+    out: Annotated[
+        Path, typer.Option(help="Run folder: arch.json, model.npz, backbone.onnx, metrics.json, loss.png.")
+    ] = Path("runs/pretrain"),
+    space_file: SpaceOpt = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the weights, batches, augmentations and split (and --space sampling).")
+    ] = 0,
+    baseline: BaselineOpt = False,
+    data: Annotated[
+        str, typer.Option(help="digits (embedded, scikit-learn's load_digits), a .npz file (x, y) or an image folder.")
+    ] = "digits",
+    loss: Annotated[str, typer.Option(help="gamma (decomposable, Gamma-augmented) | ntxent (SimCLR).")] = "gamma",
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the train split.")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Images per step (2 views each).")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then cosine).")] = 2e-3,
+    temperature: Annotated[float, typer.Option(help="Similarity temperature t.")] = 0.2,
+    gamma_shape: Annotated[
+        float, typer.Option(help="gamma: shape a of the Gamma draws (1 = exact; larger = less noise).")
+    ] = 8.0,
+    gamma_momentum: Annotated[
+        float, typer.Option(help="gamma: moving-average rate of the per-sample partition estimate.")
+    ] = 0.9,
+    time_budget: Annotated[
+        Optional[float],
+        typer.Option(
+            "--time-budget", metavar="SECONDS", help="Stop training after SECONDS (the schedule anneals by then)."
+        ),
+    ] = None,
+    flip: Annotated[
+        Optional[bool], typer.Option("--flip/--no-flip", help="Horizontal flips (default: on, off for digits).")
+    ] = None,
+    min_scale: Annotated[float, typer.Option(help="Random resized crop: smallest area fraction.")] = 0.3,
+    random_init: Annotated[
+        bool, typer.Option("--random-init/--no-random-init", help="Also probe the untrained backbone, for comparison.")
+    ] = True,
+    subset: Annotated[
+        Optional[int], typer.Option(min=10, metavar="N", help="Use at most N images of each split (quick runs).")
+    ] = None,
+    device: DeviceOpt = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json (without the per-step curve).")] = False,
+) -> None:
+    """Pretrain an arch contrastively (no labels), then score its frozen backbone by a
+    linear probe and kNN on the test split.
+
+    Writes `arch.json`, `model.npz` (weights as plain arrays, no pickle), `backbone.onnx`
+    (pooled features; input images in [0, 1]), `metrics.json` (at least
+    `linear_probe_accuracy` and `knn_accuracy`, the loss curve and the time) and `loss.png`.
+
+    Examples:
+
+    * `nasctl pretrain --space search_spaces/mobilenetv2_32.yaml --baseline --time-budget 180 --out runs/p`
+    * `nasctl pretrain arch.json --data my.npz --loss ntxent --batch-size 256 --epochs 20 --out runs/p`
+    """
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nasctl.api import pick_arch
+    from nasctl.api import pretrain as run_pretrain
+
+    a = pick_arch(arch, space_file, seed, baseline)
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("pretraining", total=1.0, info="")
+
+        def progress(p: dict) -> None:
+            if p.get("event") == "start" and not as_json:
+                s = p["data"]
+                bar.console.print(
+                    f"pretraining {a.id} ({loss}, batch {batch_size}, {p['device']}) on {s['name']}: "
+                    f"{s['train']} train / {s['val']} val / {s['test']} test images, {s['classes']} classes"
+                )
+            elif p.get("event") == "write":
+                bar.update(task, description="exporting")
+            elif "fraction" in p:
+                bar.update(
+                    task,
+                    completed=min(1.0, p["fraction"]),
+                    info=f"step {p['step']}/{p['total_steps']}  loss {p['loss']:.3f}  {p['images_per_s']:.0f} img/s",
+                )
+
+        full = run_pretrain(
+            a,
+            data=data,
+            out=out,
+            subset=subset,
+            random_init=random_init,
+            min_scale=min_scale,
+            flip=flip,  # None: as the data allows
+            progress=progress,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            temperature=temperature,
+            gamma_shape=gamma_shape,
+            gamma_momentum=gamma_momentum,
+            time_budget_s=time_budget,
+            seed=seed,
+            device=device,
+        )
+    if as_json:
+        print_json({k: v for k, v in full.items() if k != "loss_per_step"})
+        return
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("backbone")
+    t.add_column("linear probe (test)", justify="right")
+    t.add_column("kNN (test)", justify="right")
+    if "linear_probe_accuracy" in full:
+        t.add_row(f"pretrained ({loss})", f"{full['linear_probe_accuracy']:.1%}", f"{full['knn_accuracy']:.1%}")
+        if "random_init_linear_probe_accuracy" in full:
+            t.add_row(
+                "random init",
+                f"{full['random_init_linear_probe_accuracy']:.1%}",
+                f"{full['random_init_knn_accuracy']:.1%}",
+            )
+        console.print(t)
+    else:
+        console.print("[yellow]warning:[/] the data has no labels: no probe accuracy")
+    console.print(
+        f"{full['steps']} steps ({full['epochs_done']:.1f} epochs, stopped by {full['stopped_by'].replace('_', ' ')}) "
+        f"in {full['train_seconds']:.0f} s, {full['images_per_s']:.0f} img/s; final loss {full['final_loss']:.3f}"
+    )
+    console.print(f"wrote {out}/: arch.json model.npz backbone.onnx metrics.json loss.png")

@@ -1,0 +1,279 @@
+"""`nasctl search` and `nasctl report`: options and rendering only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from nasctl.cli.common import DeviceOpt, app, console, handle_errors, human, print_json
+
+
+@app.command()
+@handle_errors
+def search(
+    space_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="SPACE.yaml", help="Search-space YAML file, or a shipped space by name (e.g. mobilenetv2_32)."
+        ),
+    ],
+    strategy: Annotated[
+        str, typer.Option(help="A registered strategy; multishot: NSGA-II, each candidate trained briefly.")
+    ] = "multishot",
+    out: Annotated[Path, typer.Option(help="Run folder (study, trials.csv, pareto.*, winners/, report.md).")] = Path(
+        "runs/search"
+    ),
+    trials: Annotated[
+        Optional[int], typer.Option(help="Complete trials the study must reach (a resumed run runs the rest).")
+    ] = 20,
+    time_budget: Annotated[
+        Optional[float], typer.Option("--time-budget", metavar="SECONDS", help="Stop starting trials after SECONDS.")
+    ] = None,
+    estimator: Annotated[
+        str, typer.Option(help="Latency estimator: cpu, sim-npu-p16, sim-npu-p32 or an estimator file.")
+    ] = "cpu",
+    objectives: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Comma-separated: the strategy's score (up; multishot: accuracy) and some of latency_ms, "
+            "memory_mb, peak_activation_bytes, params (down). Default: the score and latency_ms."
+        ),
+    ] = None,
+    latency_budget: Annotated[
+        Optional[float], typer.Option("--latency-budget", metavar="MS", help="Constraint: estimated latency <= MS.")
+    ] = None,
+    memory_budget: Annotated[
+        Optional[float],
+        typer.Option("--memory-budget", metavar="MB", help="Constraint: float32 weights + peak activations <= MB."),
+    ] = None,
+    data: Annotated[str, typer.Option(help="digits (embedded), a .npz file (x, y) or an image folder.")] = "digits",
+    loss: Annotated[str, typer.Option(help="Per-trial pretraining loss: gamma | ntxent.")] = "gamma",
+    epochs: Annotated[int, typer.Option(min=1, help="Per-trial training: at most this many epochs...")] = 3,
+    trial_seconds: Annotated[
+        Optional[float], typer.Option("--trial-seconds", help="...and at most this many seconds.")
+    ] = 30.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Per-trial batch size.")] = 32,
+    device: DeviceOpt = "cpu",
+    population: Annotated[
+        Optional[int], typer.Option(min=2, help="NSGA-II population size (default 8; not with --sampler random).")
+    ] = None,
+    sampler: Annotated[str, typer.Option(help="nsga2 (evolutionary) | random (a baseline to compare with).")] = "nsga2",
+    seed: Annotated[int, typer.Option(help="Seed for the sampler, the training and the data split.")] = 0,
+    storage: Annotated[
+        Optional[str],
+        typer.Option(help="Optuna storage URL (default: sqlite in --out). postgresql://... for many workers/machines."),
+    ] = None,
+    study_name: Annotated[Optional[str], typer.Option(help="Study name (default: SPACE-STRATEGY).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes sharing the storage.")] = 1,
+    top: Annotated[int, typer.Option(min=1, help="Pareto archs exported to winners/.")] = 3,
+    do_measure: Annotated[
+        bool, typer.Option("--measure/--no-measure", help="Time the winners and the baseline with onnxruntime.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print pareto.json instead of tables.")] = False,
+) -> None:
+    """Search a space for archs that trade accuracy against latency (and memory) on a target.
+
+    Each trial: NSGA-II proposes an arch -> the estimator gives its latency and memory (no
+    hardware needed) -> over-budget archs are recorded as infeasible and not trained ->
+    the rest are pretrained contrastively and scored by a linear probe. The space's
+    baseline is the first trial. Re-running the same command resumes the study.
+
+    Examples:
+
+    * `nasctl search search_spaces/mobilenetv2_32.yaml --trials 12 --out runs/x`
+    * `nasctl search SPACE.yaml --estimator sim-npu-p16 --latency-budget 0.5 --objectives accuracy,latency_ms,memory_mb`
+    * `nasctl search SPACE.yaml --storage postgresql://user:pw@host/db --workers 2` (run on several machines)
+    """
+    from nasctl.search import make_config, prepare, run_search, write_outputs
+
+    cfg = make_config(
+        space_file,
+        strategy=strategy,
+        out=out,
+        trials=trials,
+        time_budget_s=time_budget,
+        estimator=estimator,
+        objectives=objectives,
+        latency_budget_ms=latency_budget,
+        memory_budget_mb=memory_budget,
+        data=data,
+        loss=loss,
+        epochs=epochs,
+        trial_seconds=trial_seconds,
+        batch_size=batch_size,
+        train_device=device,
+        population=population,
+        sampler=sampler,
+        seed=seed,
+        storage=storage,
+        study_name=study_name,
+        workers=workers,
+        top=top,
+    )
+    prepare(cfg)  # every bad input fails here, before the live view starts
+    interrupted = False
+    with _SearchView(cfg, disabled=as_json) as view:
+        try:
+            run_search(cfg, view.update, prepared=True)
+        except KeyboardInterrupt:
+            interrupted = True
+    err = Console(stderr=True)
+    if not as_json:
+        err.print("writing outputs" + (" and measuring the winners" if do_measure else ""))
+    res = write_outputs(cfg, measure=do_measure)
+    if as_json:
+        print_json(json.loads((Path(cfg.out) / "pareto.json").read_text()))
+    else:
+        _render_search(res)
+    if interrupted:
+        err.print(
+            f"interrupted: {res.counts.get('complete', 0)} of {cfg.trials} trials complete; "
+            "run the same command to resume"
+        )
+        raise typer.Exit(130)
+
+
+class _SearchView:
+    """The live view: trial counts, the trial in training, best so far, the current front."""
+
+    def __init__(self, cfg, disabled: bool = False):
+        self.cfg, self.disabled = cfg, disabled
+        self.status = "starting"
+        self.best: float | None = None
+        self.result = None  # the last SearchResult read back from the study
+        self.counts: dict = {}
+
+    def __enter__(self):
+        from rich.live import Live
+
+        self.live = Live(self._render(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+        if not self.disabled:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if not self.disabled:
+            self.live.__exit__(*exc)
+        return False
+
+    def update(self, event: dict) -> None:
+        if self.disabled:
+            return
+        kind = event.get("event")
+        if kind == "train":
+            self.status = f"trial {event['trial']}: training {event['arch'][:60]}..."
+        elif kind == "step":
+            self.status = (
+                f"trial {event['trial']}: {min(1.0, event['fraction']):.0%} of its budget, loss {event['loss']:.3f}, "
+                f"{event['images_per_s']:.0f} img/s"
+            )
+        elif kind == "wait":
+            self.status = f"waiting for {event['running']} trial(s) running elsewhere (or stale)"
+        elif kind == "done":
+            self.counts = event["counts"]
+            self._refresh_front()
+        self.live.update(self._render())
+
+    def _refresh_front(self) -> None:
+        from nasctl.search import collect
+
+        try:
+            res = collect(self.cfg)
+        except Exception:  # the view never stops a search
+            return
+        self.result = res
+        self.best = max((r.score(res.objective) for r in res.complete if r.trained), default=None)
+
+    def _render(self):
+        from rich.console import Group
+        from rich.text import Text
+
+        c = self.counts
+        res = self.result
+        lead = res.columns[0] if res else None
+        best = f", best {lead.label} {lead.render(self.best)}" if lead and self.best is not None else ""
+        head = Text(
+            f"search {self.cfg.name}: {c.get('complete', 0)}/{self.cfg.trials or '∞'} complete, "
+            f"{c.get('fail', 0)} failed{best}  |  {self.status}"
+        )
+        if not res or not res.pareto:
+            return head
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="current Pareto front", title_justify="left")
+        for col in ("trial", lead.label, "latency ms", "memory MB", "params", "arch id"):
+            t.add_column(col, justify="right", no_wrap=True)
+        for r in res.pareto[:8]:
+            t.add_row(
+                str(r.number),
+                lead.render(r.metrics.get(lead.key)),
+                f"{r.latency_ms:.3f}",
+                f"{r.memory_mb:.2f}",
+                human(r.params),
+                r.arch_id,
+            )
+        return Group(head, t)
+
+
+def _render_search(res) -> None:
+    from nasctl.search.results import best_vs_baseline
+
+    t = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title="Pareto set (feasible)", title_justify="left"
+    )
+    cols = ["trial", *(c.label for c in res.columns), "est. ms", "meas. ms", "mem MB", "params", "arch id"]
+    for col in cols:
+        # headers keep their width in an 80-column terminal; the arch id is what gets cut
+        t.add_column(col, justify="right", no_wrap=True, min_width=None if col == "arch id" else len(col))
+    rows = ([res.baseline] if res.baseline else []) + [r for r in res.pareto if not r.baseline]
+    for r in rows:
+        t.add_row(
+            f"{r.number}{' base' if r.baseline else ''}",
+            *(c.render(r.metrics.get(c.key)) for c in res.columns),
+            f"{r.latency_ms:.3f}",
+            f"{r.measured_latency_ms:.3f}" if r.measured_latency_ms is not None else "–",
+            f"{r.memory_mb:.2f}",
+            human(r.params),
+            r.arch_id,
+        )
+    console.print(t)
+    b = best_vs_baseline(res)
+    if b:
+        obj = res.objective
+        console.print(
+            f"best within 1 point of the baseline: trial {b['trial']}, {b['latency_change_pct']:+.1f}% "
+            f"{b['latency_key'].replace('_', ' ')}, {b[f'{obj}_change_points']:+.1f} points {obj}"
+        )
+    c = res.counts
+    console.print(
+        f"{c.get('complete', 0)} complete, {c.get('fail', 0)} failed trials. "
+        f"wrote {res.out}/: trials.csv pareto.json pareto.png report.md winners/"
+    )
+
+
+# ---------------------------------------------------------------------------- report
+@app.command()
+@handle_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="DIR", help="A run folder written by `nasctl search`.")],
+    do_measure: Annotated[
+        bool, typer.Option("--measure/--no-measure", help="Time the winners and the baseline with onnxruntime.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print pareto.json instead of tables.")] = False,
+) -> None:
+    """Re-render a search's outputs (trials.csv, pareto.json/png, winners/, report.md) from its study.
+
+    Example: `nasctl report runs/x` (works while the search is still running, too)
+    """
+    from nasctl.search import load_config, write_outputs
+
+    cfg = load_config(run_dir)
+    res = write_outputs(cfg, measure=do_measure)
+    if as_json:
+        print_json(json.loads((run_dir / "pareto.json").read_text()))
+        return
+    _render_search(res)

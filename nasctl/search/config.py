@@ -1,0 +1,194 @@
+"""A search's settings (``SearchConfig``), built once from options for the CLI and the
+Python API alike, and saved in the run folder (``search.json``) so a run can resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasctl.errors import NasctlError
+from nasctl.search.objectives import Objectives
+from nasctl.search.scorers.trained import TrialBudget
+
+CONFIG_FILE = "search.json"
+# settings that must match when a run resumes an existing study
+STUDY_KEYS = ("space_file", "strategy", "objectives", "estimator", "data", "budget", "sampler")
+
+
+@dataclass
+class SearchConfig:
+    space_file: str
+    out: str = "runs/search"
+    strategy: str = "multishot"
+    objectives: Objectives = field(default_factory=Objectives)
+    budget: TrialBudget = field(default_factory=TrialBudget)
+    estimator: str = "cpu"
+    data: str = "digits"
+    trials: int | None = 20
+    time_budget_s: float | None = None
+    seed: int = 0
+    storage: str | None = None
+    study_name: str | None = None
+    workers: int = 1
+    population_size: int | None = None  # NSGA-II only (None: the sampler's default for the space)
+    top_k: int = 3
+    sampler: str = "nsga2"  # or "random": the baseline a search should beat
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
+
+    @property
+    def name(self) -> str:
+        return self.study_name or f"{Path(self.space_file).stem}-{self.strategy}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space_file": str(self.space_file),
+            "out": str(self.out),
+            "strategy": self.strategy,
+            "objectives": self.objectives.to_dict(),
+            "budget": self.budget.to_dict(),
+            "estimator": self.estimator,
+            "data": self.data,
+            "trials": self.trials,
+            "time_budget_s": self.time_budget_s,
+            "seed": self.seed,
+            "storage": self.storage_url,
+            "study_name": self.name,
+            "workers": self.workers,
+            "population_size": self.population_size,
+            "top_k": self.top_k,
+            "sampler": self.sampler,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
+        from nasctl.contrastive import AugmentConfig, PretrainConfig
+
+        b = dict(d["budget"])
+        b["augment"] = AugmentConfig(**b.get("augment", {}))
+        return cls(
+            space_file=d["space_file"],
+            out=d["out"],
+            strategy=d["strategy"],
+            objectives=Objectives(**d["objectives"]),
+            budget=TrialBudget(PretrainConfig(**b)),
+            estimator=d["estimator"],
+            data=d["data"],
+            trials=d["trials"],
+            time_budget_s=d["time_budget_s"],
+            seed=d["seed"],
+            storage=d["storage"],
+            study_name=d["study_name"],
+            workers=d["workers"],
+            population_size=d["population_size"],
+            top_k=d["top_k"],
+            sampler=d.get("sampler", "nsga2"),
+        )
+
+    def save(self) -> Path:
+        out = Path(self.out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / CONFIG_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def check_resumable(self) -> None:
+        """A run folder that already holds this study must have been made with the same settings."""
+        saved = Path(self.out) / CONFIG_FILE
+        if not saved.is_file():
+            return
+        try:
+            old = json.loads(saved.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise NasctlError(f"{saved}: not a nasctl search config ({exc})") from None
+        new = json.loads(json.dumps(self.to_dict()))  # tuples -> lists, as saved
+        for d in (old, new):  # a study may be resumed, or shared, on another device
+            d.get("budget", {}).pop("device", None)
+        diff = [k for k in STUDY_KEYS if old.get(k) != new.get(k)]
+        if diff and old.get("study_name") == self.name and old.get("storage") == self.storage_url:
+            raise NasctlError(
+                f"{self.out} holds a search with other settings ({', '.join(diff)}); "
+                "re-run it with the same options, or use another --out or --study-name"
+            )
+
+
+def load_config(out: str | Path) -> SearchConfig:
+    """The settings saved in a run folder (its ``out`` set to where the folder is now)."""
+    path = Path(out) / CONFIG_FILE
+    if not path.is_file():
+        raise NasctlError(f"{out}: not a search run folder (no {CONFIG_FILE})")
+    try:
+        cfg = SearchConfig.from_dict(json.loads(path.read_text()))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NasctlError(f"{path}: not a nasctl search config ({exc})") from None
+    cfg.out = str(out)
+    return cfg
+
+
+def make_config(
+    space_file: str | Path,
+    *,
+    strategy: str = "multishot",
+    out: str | Path = "runs/search",
+    trials: int | None = 20,
+    time_budget_s: float | None = None,
+    estimator: str = "cpu",
+    objectives: str | tuple[str, ...] | None = None,
+    latency_budget_ms: float | None = None,
+    memory_budget_mb: float | None = None,
+    data: str = "digits",
+    loss: str = "gamma",
+    epochs: int = 3,
+    trial_seconds: float | None = 30.0,
+    batch_size: int = 32,
+    train_device: str = "cpu",
+    population: int | None = None,
+    sampler: str = "nsga2",
+    seed: int = 0,
+    storage: str | None = None,
+    study_name: str | None = None,
+    workers: int = 1,
+    top: int = 3,
+) -> SearchConfig:
+    """A ``SearchConfig`` from the options ``nasctl search`` takes (same names, same defaults).
+
+    ``objectives``: the score and some costs, comma-separated or a tuple; default: the
+    strategy's score and ``latency_ms``."""
+    from nasctl.contrastive import PretrainConfig
+    from nasctl.search.base import get_strategy
+
+    if objectives is None:
+        objectives = (get_strategy(strategy).scorer_type.objective, "latency_ms")
+    elif isinstance(objectives, str):
+        objectives = tuple(o.strip() for o in objectives.split(",") if o.strip())
+    return SearchConfig(
+        space_file=str(space_file),
+        out=str(out),
+        strategy=strategy,
+        objectives=Objectives(tuple(objectives), latency_budget_ms, memory_budget_mb),
+        budget=TrialBudget(
+            PretrainConfig(
+                loss=loss,
+                epochs=epochs,
+                batch_size=batch_size,
+                time_budget_s=trial_seconds,
+                seed=seed,
+                device=train_device,
+            )
+        ),
+        estimator=estimator,
+        data=data,
+        trials=trials,
+        time_budget_s=time_budget_s,
+        seed=seed,
+        storage=storage,
+        study_name=study_name,
+        workers=workers,
+        population_size=population,
+        top_k=top,
+        sampler=sampler,
+    )
