@@ -1,6 +1,6 @@
 """Contrastive losses: NT-Xent (SimCLR) and the decomposable Gamma-augmented loss.
 
-Notation (``../shared/METHODS.md`` s.7): 2N views z (two per sample), similarities
+Notation: 2N views z (two per sample), similarities
 ``s_ij = cos(z_i, z_j) / t``. For anchor i, ``s_i+`` is its positive (the other view of the
 same sample) and its negatives are the other 2N - 2 views.
 
