@@ -9,8 +9,9 @@ Three equivalent forms:
 
       in_r32_c3 | act_relu6 | stem_k3_c16_s1 | ibn_k3_e1_c16_s1 | fused_k3_e4_c32_s2 | head_c256 | out_cls10_emb64
 
-  A block token is ``{ibn|fused}_k{kernel}_e{expansion}_c{out_channels}_s{stride}``;
-  its input channels are the previous token's output channels.
+  A block token is ``{kind token}_k{kernel}_e{expansion}_c{out_channels}_s{stride}``
+  (``ibn``, ``fused`` or another registered kind's token); its input channels are the
+  previous token's output channels.
 * ``Arch.id`` -- a stable short hash of the string form.
 """
 
@@ -21,18 +22,25 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from nasctl.errors import NasctlError, from_validation_error
+from nasctl.nn.blocks import BLOCKS
+from nasctl.nn.blocks.registry import kind_of_token
 
-BlockKind = Literal["ibn", "fused_ibn"]
+
+def _registered_kind(kind: str) -> str:
+    if kind not in BLOCKS:
+        raise ValueError(f"unknown block kind {kind!r} (registered: {', '.join(sorted(BLOCKS))})")
+    return kind
+
+
+# a block kind is any kind in the block registry (``nasctl.nn.blocks``: ibn, fused_ibn, ...)
+BlockKind = Annotated[str, AfterValidator(_registered_kind)]
 Activation = Literal["relu", "relu6", "hswish", "silu"]
 ARCH_SCHEMA = "nasctl.arch/1"
-
-_KIND_TOKEN = {"ibn": "ibn", "fused_ibn": "fused"}
-_TOKEN_KIND = {v: k for k, v in _KIND_TOKEN.items()}
 
 
 def _check_kernel(k: int) -> int:
@@ -68,7 +76,8 @@ class Block(BaseModel):
         return self.stride == 1 and self.in_channels == self.out_channels
 
     def token(self) -> str:
-        return f"{_KIND_TOKEN[self.kind]}_k{self.kernel}_e{self.expansion}_c{self.out_channels}_s{self.stride}"
+        token = BLOCKS[self.kind].token
+        return f"{token}_k{self.kernel}_e{self.expansion}_c{self.out_channels}_s{self.stride}"
 
 
 class Arch(BaseModel):
@@ -152,12 +161,14 @@ class Arch(BaseModel):
                 fields["stem_kernel"], fields["stem_channels"] = int(m[1]), int(m[2])
                 fields["stem_stride"] = int(m[3])
                 prev = int(m[2])
-            elif m := re.fullmatch(r"(ibn|fused)_k(\d+)_e(\d+)_c(\d+)_s(\d+)", tok):
+            elif (m := re.fullmatch(r"([a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*)_k(\d+)_e(\d+)_c(\d+)_s(\d+)", tok)) and (
+                kind := kind_of_token(m[1])
+            ):
                 if prev is None:
                     raise NasctlError(f"arch string: block token {tok!r} comes before the stem token")
                 blocks.append(
                     dict(
-                        kind=_TOKEN_KIND[m[1]],
+                        kind=kind,
                         kernel=int(m[2]),
                         expansion=int(m[3]),
                         in_channels=prev,

@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from nasctl.arch import Arch
+from nasctl.errors import NasctlError
 from nasctl.latency.kernels import kernels_from_arch, kernels_from_onnx
 from nasctl.latency.memory import memory_from_arch, memory_from_onnx
 from nasctl.nn.blocks import ACTIVATIONS, BLOCKS, Block, FusedIBN, register
@@ -114,11 +116,14 @@ def _lower_sep(in_ch, out_ch, kernel, expansion, stride, act, *, hw=1):
 def sep_arch():
     """The default space's baseline with every other block of the toy kind ``sep``,
     registered here (and unregistered after)."""
-    register("sep")(_lower_sep)
+    register("sep", token="sepconv")(_lower_sep)
     arch = SearchSpace.load(DEFAULT_SPACE).baseline()
-    blocks = tuple(b.model_copy(update={"kind": "sep"}) if i % 2 else b for i, b in enumerate(arch.blocks))
+    blocks = [b.model_dump() | ({"kind": "sep"} if i % 2 else {}) for i, b in enumerate(arch.blocks)]
     try:
-        yield arch.model_copy(update={"blocks": blocks})
+        # validated like any arch, and its string form (with the kind's token) reads back
+        sep = Arch.from_dict(arch.model_dump() | {"blocks": blocks})
+        assert "sepconv_k3" in sep.to_string() and Arch.from_string(sep.to_string()) == sep
+        yield sep
     finally:
         del BLOCKS["sep"]
 
@@ -143,6 +148,15 @@ def test_a_registered_block_kind_reaches_builder_profile_and_kernels(sep_arch, t
 def test_a_kind_is_registered_once():
     with pytest.raises(ValueError, match="already registered"):
         register("ibn")(_lower_sep)
+    with pytest.raises(ValueError, match="already taken"):
+        register("other", token="fused")(_lower_sep)
+
+
+def test_an_unregistered_kind_is_refused():
+    arch = SearchSpace.load(DEFAULT_SPACE).baseline()
+    blocks = [b.model_dump() | {"kind": "sep"} for b in arch.blocks]
+    with pytest.raises(NasctlError, match="unknown block kind 'sep'"):
+        Arch.from_dict(arch.model_dump() | {"blocks": blocks})
 
 
 def test_fused_ibn_with_an_explicit_mid_keeps_expand_and_project():

@@ -11,7 +11,7 @@ from nasctl.nn.blocks.registry import register
 from nasctl.nn.layers import LayerSpec, close_block, conv, squeeze_excite
 
 
-@register("fused_ibn", slots=("expand", "project"))
+@register("fused_ibn", slots=("expand", "project"), token="fused")
 def lower(
     in_ch: int,
     out_ch: int,
