@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ def environment() -> dict[str, Any]:
     from nasctl.latency.estimator import machine_info
 
     return {
+        "git": _git(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine": machine_info(),
         "versions": {
             "nasctl": __version__,
@@ -31,6 +35,20 @@ def environment() -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _git() -> dict[str, Any]:
+    """The commit the bench ran at, and whether the tree had uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
 
 
