@@ -39,7 +39,8 @@ def environment() -> dict[str, Any]:
 
 
 def _git() -> dict[str, Any]:
-    """The commit the bench ran at, and whether the tree had uncommitted changes."""
+    """The commit the bench ran at, and whether the tree had uncommitted changes (the
+    benches' own outputs under bench/results aside)."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
@@ -48,7 +49,7 @@ def _git() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
     }
 
 
