@@ -39,18 +39,19 @@ def environment() -> dict[str, Any]:
 
 
 def _git() -> dict[str, Any]:
-    """The commit the bench ran at, and whether the tree had uncommitted changes (the
-    benches' own outputs under bench/results aside)."""
+    """The commit the bench ran at, and the tracked files it had changed when the bench ran
+    (the benches' own outputs under bench/results aside)."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
         r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else ""
 
-    return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
-    }
+    changed = [
+        line[3:]
+        for line in git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results").splitlines()
+    ]
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(changed), "changed": changed}
 
 
 def save(name: str, results: dict[str, Any]) -> Path:
