@@ -45,7 +45,7 @@ def _git() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else ""
+        return r.stdout.rstrip("\n") if r.returncode == 0 else ""
 
     changed = [
         line[3:]
