@@ -206,7 +206,10 @@ class SearchSpace:
         if not path.exists() and path.suffix == "" and len(path.parts) == 1:
             from nasctl.resources import shipped_spaces
 
-            path = next((p for p in shipped_spaces() if p.stem == path.name), path)
+            shipped = {p.stem: p for p in shipped_spaces()}
+            if path.name not in shipped:
+                raise NasctlError(f"{path}: no such search-space file or shipped space ({', '.join(shipped)})")
+            path = shipped[path.name]
         if not path.exists():
             raise NasctlError(f"{path}: no such search-space file")
         if not path.is_file():

@@ -192,3 +192,9 @@ def test_full_params_fills_unused_positions_only():
     full = space.full_params(used)
     assert set(full) == set(space.parameters()) and {k: full[k] for k in used} == used
     assert space.resolve(full) == space.resolve(params)
+
+
+def test_a_shipped_space_loads_by_name():
+    assert SearchSpace.load("mobilenetv2_32") == SearchSpace.load(DEFAULT_SPACE)
+    with pytest.raises(NasctlError, match=r"no such search-space file or shipped space \(.*mobilenetv2_32"):
+        SearchSpace.load("mobilenetv2_33")
