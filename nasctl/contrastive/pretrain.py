@@ -30,8 +30,9 @@ from nasctl.nn.builder import Network, build_model
 ProgressFn = Callable[[dict], None]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite (a search records the trial as failed)."""
+class TrainingDiverged(NasctlError):
+    """The loss became NaN or infinite. The message says what, at which step, and what to
+    try; the CLI prints it as one line (exit 2), and a search records the trial as failed."""
 
 
 @dataclass
@@ -164,7 +165,11 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
             z = model(torch.cat([v1, v2]))
             loss, monitor = loss_fn(z[: len(idx)], z[len(idx) :], idx.to(dev))
             if not torch.isfinite(loss) or not math.isfinite(monitor):
-                raise TrainingDiverged(f"loss became {float(loss)} at step {step}")
+                raise TrainingDiverged(
+                    f"training diverged: the {cfg.loss} loss became {float(loss.detach())} at step {step} of {total} "
+                    f"(lr {cfg.lr:g}, temperature {cfg.temperature:g}, batch {bs}); "
+                    "try a lower --lr, a higher --temperature or a larger --batch-size"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
