@@ -13,6 +13,7 @@ runs a whole search and returns its ``SearchResult``.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,14 +137,17 @@ def pretrain(
     if unknown:
         raise NasctlError(f"unknown pretraining option {unknown[0]!r}")
     cfg = PretrainConfig(augment=AugmentConfig(min_scale=min_scale, flip=flip), **config).validate()
+    t = time.perf_counter()
     dataset = load_data(data, a.resolution, a.in_channels, seed=seed)
     if subset is not None:
         dataset = dataset.subset(subset, subset, seed=seed)
+    data_seconds = time.perf_counter() - t
     if progress:
         from nasctl.contrastive.pretrain import resolve_device
 
         progress({"event": "start", "arch": a.id, "data": dataset.summary(), "device": str(resolve_device(cfg.device))})
     result, metrics = pretrain_and_evaluate(a, dataset, cfg, progress, random_init_baseline=random_init)
+    metrics["data_seconds"] = data_seconds
     if out is None:
         return metrics
     if progress:

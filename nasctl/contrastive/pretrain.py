@@ -84,6 +84,7 @@ class PretrainResult:
     stopped_by: str  # "epochs" | "time_budget"
     loss_per_step: list[float]
     loss_per_epoch: list[float]
+    setup_seconds: float = 0.0  # model, loss and optimiser built and moved to the device
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,6 +127,7 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
             f"data images are {tuple(data.x.shape[1:])} but the arch takes "
             f"{(arch.in_channels, arch.resolution, arch.resolution)}"
         )
+    setup_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     # random draws (order, augmentations, Gamma) stay on the CPU generator, so a seed gives
     # the same batches and views on every device
@@ -146,6 +148,7 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
     budget = cfg.time_budget_s
     model.train()
     start = time.perf_counter()
+    setup_seconds = start - setup_start
     per_step: list[float] = []
     per_epoch: list[float] = []
     step, stopped_by, images = 0, "epochs", 0
@@ -206,6 +209,7 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
         stopped_by=stopped_by,
         loss_per_step=per_step,
         loss_per_epoch=per_epoch,
+        setup_seconds=setup_seconds,
     )
 
 
@@ -232,11 +236,14 @@ def pretrain_and_evaluate(
         "stopped_by": result.stopped_by,
         "final_loss": result.loss_per_epoch[-1] if result.loss_per_epoch else None,
     }
+    metrics_out["setup_seconds"] = result.setup_seconds
     if random_init_baseline and data.labelled:
+        t = time.perf_counter()
         init = build_model(arch, head="embedding", seed=config.seed).to(resolve_device(config.device))
         base = evaluate(init, data)
         metrics_out["random_init_linear_probe_accuracy"] = base["linear_probe_accuracy"]
         metrics_out["random_init_knn_accuracy"] = base["knn_accuracy"]
+        metrics_out["random_init_eval_seconds"] = time.perf_counter() - t
     return result, metrics_out
 
 
@@ -294,6 +301,7 @@ def write_run(out: str | Path, arch: Arch, data: ImageData, result: PretrainResu
     ``loss.png`` to ``out``; return the metrics as written."""
     from nasctl.nn.export import export_onnx
 
+    t = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     arch.save(out / "arch.json")
@@ -304,6 +312,7 @@ def write_run(out: str | Path, arch: Arch, data: ImageData, result: PretrainResu
     plot_loss(result.loss_per_step, out / "loss.png", f"{arch.id} {result.config.loss} bs={result.config.batch_size}")
     full = {
         **metrics,
+        "write_seconds": time.perf_counter() - t,  # weights, ONNX export and plot (metrics.json aside)
         "arch": arch.to_string(),
         "arch_id": arch.id,
         "data": data.summary(),
