@@ -75,7 +75,8 @@ def test_export_from_space_runs_in_onnxruntime(tmp_path):
 def test_export_from_arch_file_and_string(tmp_path):
     assert run("space", DEFAULT_SPACE, "--baseline", "--out", tmp_path / "b.json").exit_code == 0
     r = run("export", tmp_path / "b.json", "--out", tmp_path / "b.onnx", "--head", "features")
-    assert r.exit_code == 0, r.output and (tmp_path / "b.onnx").exists()
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "b.onnx").is_file()
     text = Arch.load(tmp_path / "b.json").to_string()
     r = run("export", text, "--out", tmp_path / "s.onnx", "--no-verify")
     assert r.exit_code == 0, r.output

@@ -134,19 +134,48 @@ def test_duplicate_arch_reuses_the_trained_trial(tmp_path, small_data):
     assert [r.number for r in collect(cfg, study).pareto] == [0]  # one arch, listed once
 
 
+def _has_module(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
-    "extra, message",
+    "extra, message, blocked",
     [
-        (["--strategy", "zeroshot-magic"], "unknown strategy"),
-        (["--storage", "postgresql://nasctl@127.0.0.1:9/nodb"], "cannot open storage"),
-        (["--storage", "mysql://u@127.0.0.1:9/x"], "needs its database driver"),
-        (["--latency-budget", "0.001"], "below the fastest arch"),
-        (["--memory-budget", "0.01"], "below the smallest arch"),
-        (["--estimator", "missing.json"], "missing.json"),
-        (["--objectives", "accuracy,speed"], "unknown objective"),
+        pytest.param(["--strategy", "zeroshot-magic"], "unknown strategy", (), id="strategy"),
+        # storage that cannot be opened, whatever extras are installed: sqlite's driver is in the
+        # standard library, and the "database file" is a folder ({tmp} is the test's own)
+        pytest.param(["--storage", "sqlite:///{tmp}"], "cannot open storage", (), id="sqlite-folder"),
+        pytest.param(
+            ["--storage", "postgresql://nasctl@127.0.0.1:9/nodb"],
+            "cannot open storage",
+            (),
+            marks=pytest.mark.skipif(
+                not _has_module("psycopg"), reason="the postgres extra (psycopg) is not installed"
+            ),
+            id="postgres-unreachable",
+        ),
+        # a missing driver, whatever is installed: its import is blocked (None in sys.modules)
+        pytest.param(
+            ["--storage", "postgresql://nasctl@127.0.0.1:9/nodb"],
+            "needs its database driver",
+            ("psycopg", "psycopg2"),
+            id="postgres-no-driver",
+        ),
+        pytest.param(["--storage", "mysql://u@127.0.0.1:9/x"], "needs its database driver", ("MySQLdb",), id="mysql"),
+        pytest.param(["--latency-budget", "0.001"], "below the fastest arch", (), id="latency-budget"),
+        pytest.param(["--memory-budget", "0.01"], "below the smallest arch", (), id="memory-budget"),
+        pytest.param(["--estimator", "missing.json"], "missing.json", (), id="estimator"),
+        pytest.param(["--objectives", "accuracy,speed"], "unknown objective", (), id="objectives"),
     ],
 )
-def test_bad_search_input_exits_2(tmp_path, small_data, extra, message):
+def test_bad_search_input_exits_2(tmp_path, small_data, monkeypatch, extra, message, blocked):
+    for name in blocked:
+        monkeypatch.setitem(sys.modules, name, None)
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
     r = runner.invoke(app, [*_search_args(tmp_path / "run", small_data), *extra])
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
@@ -215,17 +244,37 @@ def postgres():
 
 @pytest.mark.slow
 def test_two_workers_on_postgres_run_every_trial_exactly_once(tmp_path, small_data, postgres):
+    """Two workers on one PostgreSQL study: the study ends with exactly the requested number
+    of COMPLETE trials, nothing is left RUNNING, and no arch is trained twice. "Exactly once"
+    as ``nasctl.search.study`` means it: a worker that starts a trial past the target stops
+    before any work (PRUNED, ``surplus``, no parameters drawn); an arch reached again is not
+    trained again but reuses its trained twin (``duplicate_of``); the enqueued baseline is
+    taken by one worker only."""
     out = tmp_path / "run"
     args = [*_search_args(out, small_data, 4), "--storage", postgres, "--workers", "2", "--no-measure", "--json"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     study = optuna.load_study(study_name="mobilenetv2_32-multishot", storage=postgres)
     trials = study.get_trials()
+    states = [t.state.name for t in trials]
+    assert all(s in ("COMPLETE", "PRUNED") for s in states), states  # none left RUNNING (nor failed)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 4
-    assert sorted(t.number for t in trials) == list(range(len(trials)))  # each number once
-    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
-    assert all(t.user_attrs.get("surplus") for t in trials if t.state.name == "PRUNED")
+    assert len(complete) == 4, states  # the target, not one more
+    for t in trials:
+        if t.state.name == "PRUNED":  # surplus: stopped before it drew parameters or trained
+            assert t.user_attrs.get("surplus") and not t.params and "arch_id" not in t.user_attrs, t.number
+    # every complete trial was costed and scored: trained here or reusing a trained twin
+    assert all(t.user_attrs["feasible"] and t.user_attrs["trained"] for t in complete)  # no budgets in this run
+    by_number = {t.number: t for t in complete}
+    trained = [t for t in complete if "duplicate_of" not in t.user_attrs]
+    arch_ids = [t.user_attrs["arch_id"] for t in trained]
+    assert len(set(arch_ids)) == len(arch_ids), arch_ids  # no arch trained by both workers
+    assert len({tuple(sorted(t.params.items())) for t in trained}) == len(trained)  # nor one parameter set
+    for t in complete:
+        if "duplicate_of" in t.user_attrs:
+            twin = by_number[t.user_attrs["duplicate_of"]]
+            assert "duplicate_of" not in twin.user_attrs and twin.user_attrs["arch_id"] == t.user_attrs["arch_id"]
+    assert [t.number for t in trials if t.user_attrs.get("baseline")] == [0]  # the baseline ran once
     workers = {t.user_attrs["worker"] for t in complete}
     assert workers == {0, 1}, workers  # both workers did trials
 

@@ -323,7 +323,7 @@ def measure(
                         "latency_ms": wall,
                         "latency_std_ms": wall_std,
                         "n_repeats": runs,
-                        "source": "wall-clock",
+                        "source": "simulated" if sim is not None else "wall-clock",
                         "model_id": name,
                         "onnx_op": "",
                         "kernel_sum_ms": float(sum(r["latency_ms"] for r in rows)),
