@@ -172,7 +172,7 @@ def test_gamma_weights_come_from_the_estimate_before_the_batch():
     g = torch.Generator().manual_seed(4)
     z1, z2 = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
     idx = torch.arange(4)
-    loss.z_hat[idx] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    loss.log_z_hat[idx] = torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0]))  # Zhat is stored as its log
     loss.seen[idx] = True
     value, _ = loss(z1, z2, idx)
     s_pos, zb = positive_and_partition(similarities(z1, z2, 0.5))
