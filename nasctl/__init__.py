@@ -33,7 +33,6 @@ _EXPORTS = {
     "Estimate": "nasctl.latency.api",
     "estimate": "nasctl.api",
     "pretrain": "nasctl.api",
-    "search": "nasctl",  # the nasctl.search package, callable: it runs nasctl.api.search
     "SearchResult": "nasctl.search.results",
     "SearchConfig": "nasctl.search.config",
     "TrialRecord": "nasctl.search.base",
@@ -72,7 +71,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "search":
+    if name == "search":  # the nasctl.search package, callable: it runs nasctl.api.search
         return importlib.import_module("nasctl.search")
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)

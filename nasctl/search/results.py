@@ -79,8 +79,8 @@ class SearchResult:
 
 def collect(cfg: SearchConfig, study=None) -> SearchResult:
     study = study or open_study(cfg)
-    keys = get_strategy(cfg.strategy).scorer_type.metrics
-    objective = get_strategy(cfg.strategy).scorer_type.objective
+    scorer_type = get_strategy(cfg.strategy).scorer_type
+    keys, objective = scorer_type.metrics, scorer_type.objective
     trials = study.get_trials(deepcopy=False)
     records = [TrialRecord.from_trial(t, keys) for t in trials]
     try:
