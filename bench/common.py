@@ -54,9 +54,41 @@ def _git() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(changed), "changed": changed}
 
 
-def save(name: str, results: dict[str, Any]) -> Path:
+def save(name: str, results: dict[str, Any], config: dict[str, Any]) -> Path:
+    """Write ``results/NAME.json`` whole: the environment (git commit, command, machine,
+    versions), the bench's full ``config`` (every option it ran with) and its results."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, **environment(), **results}, indent=2) + "\n")
+    record = {"benchmark": name, **environment(), "config": config, **results}
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"saved {path}")
     return path
+
+
+class Partial:
+    """Finished runs of a long bench, kept in ``results/NAME.partial.json`` (not committed)
+    so that an interrupted bench resumes where it stopped; ``fresh`` starts over."""
+
+    def __init__(self, name: str, fresh: bool = False) -> None:
+        self.path = RESULTS / f"{name}.partial.json"
+        self.runs: dict[str, Any] = {}
+        if self.path.is_file() and not fresh:
+            self.runs = json.loads(self.path.read_text())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.runs
+
+    def __getitem__(self, key: str) -> Any:
+        return self.runs[key]
+
+    def put(self, key: str, value: Any) -> None:
+        self.runs[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.runs, indent=1, default=str))
+
+
+def mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean and (population) standard deviation of per-seed values, with the values."""
+    import numpy as np
+
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values), "values": list(values)}

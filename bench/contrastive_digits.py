@@ -1,118 +1,153 @@
 """Benchmarks of contrastive pretraining on real data (digits, the default space's baseline).
 
-``budget``: the acceptance run: pretrain the baseline for a wall-clock budget (default
-170 s, so that data loading, evaluation and export fit in 3 minutes), then the linear
-probe on the test split, beside the same probe on the untrained (random-init) backbone.
+Every comparison here is at equal optimiser steps (``PretrainConfig.steps``), over several
+seeds, and reports mean +- std (population std over the seeds). Finished runs are kept in
+``results/NAME.partial.json``, so an interrupted bench resumes where it stopped
+(``--fresh`` starts over).
 
-``batch``: linear-probe accuracy of ``gamma`` and ``ntxent`` at batch sizes 16, 32, 64 and
-256, the same number of epochs for every run, 3 seeds each; a PNG of accuracy vs batch
-size. Runs are saved as they finish, so an interrupted sweep resumes where it stopped.
+``compare``: ``gamma`` against ``ntxent`` at one batch size and one number of steps, and
+the same linear probe on the untrained (random-init, BatchNorm recalibrated) backbone of
+each seed. Written to ``results/contrastive_compare.json``.
 
-    python bench/contrastive_digits.py budget [--seconds 170] [--loss gamma]
-    python bench/contrastive_digits.py batch [--epochs 5] [--seeds 0 1 2]
+``batch``: linear-probe accuracy of ``gamma`` and ``ntxent`` at several batch sizes, the
+same number of optimiser steps for every run (so a larger batch sees more images); a PNG
+of accuracy against batch size. Written to ``results/contrastive_batch_size.json``.
+
+    python bench/contrastive_digits.py compare [--steps 300] [--batch-size 32] [--seeds 0 1 2]
+    python bench/contrastive_digits.py batch [--steps 120] [--batch-sizes 16 32 64 128] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, save  # noqa: E402
+from common import RESULTS, Partial, mean_std, save  # noqa: E402
 
 from nasctl.contrastive import PretrainConfig, load_data, pretrain_and_evaluate  # noqa: E402
 from nasctl.space import SearchSpace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "mobilenetv2_32.yaml"
-BATCH_SIZES = (16, 32, 64, 256)
 LOSSES = ("gamma", "ntxent")
+KEEP = (
+    "linear_probe_accuracy",
+    "linear_probe_val_accuracy",
+    "knn_accuracy",
+    "random_init_linear_probe_accuracy",
+    "random_init_knn_accuracy",
+    "train_seconds",
+    "eval_seconds",
+    "steps",
+    "epochs_done",
+    "stopped_by",
+    "final_loss",
+)
 
 
-def _arch_and_data(seed: int = 0):
+def _arch_and_data():
     arch = SearchSpace.load(SPACE).baseline()
-    return arch, load_data("digits", arch.resolution, arch.in_channels, seed=seed)
+    return arch, load_data("digits", arch.resolution, arch.in_channels, seed=0)
 
 
-def run_budget(args) -> None:
+def _run(arch, data, cfg: PretrainConfig, random_init: bool) -> dict:
+    t = time.perf_counter()
+    _, m = pretrain_and_evaluate(arch, data, cfg, random_init_baseline=random_init)
+    run = {k: m[k] for k in KEEP if k in m}
+    run["wall_seconds"] = time.perf_counter() - t
+    run["config"] = cfg.to_dict()
+    return run
+
+
+def run_compare(args) -> None:
     arch, data = _arch_and_data()
-    results = {"arch": arch.to_string(), "space": SPACE.name, "data": data.summary(), "runs": []}
-    for loss in args.loss:
-        t0 = time.perf_counter()
-        cfg = PretrainConfig(loss=loss, epochs=1000, batch_size=args.batch_size, time_budget_s=args.seconds)
-        _, m = pretrain_and_evaluate(arch, data, cfg, random_init_baseline=True)
-        m["wall_seconds_incl_eval"] = time.perf_counter() - t0
-        m["config"] = cfg.to_dict()
-        results["runs"].append(m)
-        print(
-            f"{loss:7s} bs={args.batch_size}: {m['steps']} steps ({m['epochs_done']:.1f} epochs) in "
-            f"{m['train_seconds']:.0f} s + eval {m['eval_seconds']:.0f} s: "
-            f"linear probe {m['linear_probe_accuracy']:.1%} "
-            f"(kNN {m['knn_accuracy']:.1%}); random init {m['random_init_linear_probe_accuracy']:.1%} "
-            f"(kNN {m['random_init_knn_accuracy']:.1%})"
-        )
-    save("contrastive_budget", results)
+    done = Partial("contrastive_compare", args.fresh)
+    for seed in args.seeds:
+        for i, loss in enumerate(args.loss):
+            key = f"{loss}/bs{args.batch_size}/steps{args.steps}/seed{seed}"
+            if key in done:
+                continue
+            cfg = PretrainConfig(loss=loss, steps=args.steps, batch_size=args.batch_size, seed=seed)
+            # the random-init backbone depends on the seed only: probe it once per seed
+            m = _run(arch, data, cfg, random_init=i == 0)
+            done.put(key, m)
+            print(
+                f"{loss:7s} seed {seed}: {m['steps']} steps ({m['epochs_done']:.1f} epochs) in "
+                f"{m['train_seconds']:.0f} s: linear probe {m['linear_probe_accuracy']:.1%} "
+                f"(kNN {m['knn_accuracy']:.1%})",
+                flush=True,
+            )
+    runs = {
+        loss: [done[f"{loss}/bs{args.batch_size}/steps{args.steps}/seed{s}"] for s in args.seeds] for loss in args.loss
+    }
+    table = {
+        loss: {
+            "linear_probe": mean_std([r["linear_probe_accuracy"] for r in rs]),
+            "knn": mean_std([r["knn_accuracy"] for r in rs]),
+            "train_seconds": mean_std([r["train_seconds"] for r in rs]),
+        }
+        for loss, rs in runs.items()
+    }
+    first = runs[args.loss[0]]
+    table["random_init"] = {
+        "linear_probe": mean_std([r["random_init_linear_probe_accuracy"] for r in first]),
+        "knn": mean_std([r["random_init_knn_accuracy"] for r in first]),
+    }
+    print(f"\n{args.steps} steps at batch {args.batch_size}, {len(args.seeds)} seeds, mean ± std:")
+    for name, row in table.items():
+        lp, kn = row["linear_probe"], row["knn"]
+        print(f"  {name:12s} linear probe {lp['mean']:.1%} ± {lp['std']:.1%}   kNN {kn['mean']:.1%} ± {kn['std']:.1%}")
+    save(
+        "contrastive_compare",
+        {"arch": arch.to_string(), "space": SPACE.name, "data": data.summary(), "table": table, "runs": runs},
+        config=vars(args),
+    )
 
 
 def run_batch(args) -> None:
-    partial = RESULTS / "contrastive_batch_size.partial.json"
-    done: dict[str, dict] = json.loads(partial.read_text()) if partial.is_file() and not args.fresh else {}
     arch, data = _arch_and_data()
+    done = Partial("contrastive_batch_size", args.fresh)
     for seed in args.seeds:
         for bs in args.batch_sizes:
             for loss in LOSSES:
-                key = f"{loss}/{bs}/{seed}/{args.epochs}"
+                key = f"{loss}/bs{bs}/steps{args.steps}/seed{seed}"
                 if key in done:
                     continue
-                cfg = PretrainConfig(loss=loss, epochs=args.epochs, batch_size=bs, seed=seed)
-                _, m = pretrain_and_evaluate(arch, data, cfg)
-                done[key] = {k: m[k] for k in ("linear_probe_accuracy", "knn_accuracy", "train_seconds", "steps")}
-                done[key]["final_loss"] = m["final_loss"]
-                partial.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(json.dumps(done, indent=1))
+                m = _run(arch, data, PretrainConfig(loss=loss, steps=args.steps, batch_size=bs, seed=seed), False)
+                done.put(key, m)
                 print(
                     f"{loss:7s} bs={bs:4d} seed={seed}: probe {m['linear_probe_accuracy']:.1%} "
                     f"kNN {m['knn_accuracy']:.1%} ({m['train_seconds']:.0f} s)",
                     flush=True,
                 )
     table: dict = {}
+    runs: dict = {}
     for loss in LOSSES:
         for bs in args.batch_sizes:
-            accs = [done[f"{loss}/{bs}/{s}/{args.epochs}"]["linear_probe_accuracy"] for s in args.seeds]
-            knns = [done[f"{loss}/{bs}/{s}/{args.epochs}"]["knn_accuracy"] for s in args.seeds]
+            rs = [done[f"{loss}/bs{bs}/steps{args.steps}/seed{s}"] for s in args.seeds]
+            runs[f"{loss}/{bs}"] = rs
             table[f"{loss}/{bs}"] = {
-                "linear_probe_mean": float(np.mean(accs)),
-                "linear_probe_std": float(np.std(accs)),
-                "knn_mean": float(np.mean(knns)),
-                "runs": accs,
+                "linear_probe": mean_std([r["linear_probe_accuracy"] for r in rs]),
+                "knn": mean_std([r["knn_accuracy"] for r in rs]),
+                "epochs_done": rs[0]["epochs_done"],
+                "train_seconds": mean_std([r["train_seconds"] for r in rs]),
             }
-    print(f"\nlinear-probe test accuracy, mean of {len(args.seeds)} seeds, {args.epochs} epochs each")
+    print(f"\nlinear-probe test accuracy, {len(args.seeds)} seeds, {args.steps} optimiser steps every run, mean ± std")
     print("batch   " + "  ".join(f"{loss:>14s}" for loss in LOSSES))
     for bs in args.batch_sizes:
         cells = [
-            f"{table[f'{loss}/{bs}']['linear_probe_mean']:.1%} ± {table[f'{loss}/{bs}']['linear_probe_std']:.1%}"
+            f"{table[f'{loss}/{bs}']['linear_probe']['mean']:.1%} ± {table[f'{loss}/{bs}']['linear_probe']['std']:.1%}"
             for loss in LOSSES
         ]
         print(f"{bs:5d}   " + "  ".join(f"{c:>14s}" for c in cells))
-    gap = table["gamma/32"]["linear_probe_mean"] - table["ntxent/256"]["linear_probe_mean"]
-    print(f"gamma@32 - ntxent@256: {gap * 100:+.2f} points (target: >= -1)")
     _plot(table, args, RESULTS / "contrastive_batch_size.png")
     save(
         "contrastive_batch_size",
-        {
-            "arch": arch.to_string(),
-            "data": data.summary(),
-            "epochs": args.epochs,
-            "seeds": args.seeds,
-            "table": table,
-            "gamma32_minus_ntxent256_points": gap * 100,
-            "runs": done,
-        },
+        {"arch": arch.to_string(), "space": SPACE.name, "data": data.summary(), "table": table, "runs": runs},
+        config=vars(args),
     )
 
 
@@ -124,17 +159,23 @@ def _plot(table: dict, args, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for loss, colour in zip(LOSSES, ("tab:red", "tab:blue"), strict=True):
-        means = [table[f"{loss}/{bs}"]["linear_probe_mean"] * 100 for bs in args.batch_sizes]
-        stds = [table[f"{loss}/{bs}"]["linear_probe_std"] * 100 for bs in args.batch_sizes]
-        ax.errorbar(args.batch_sizes, means, yerr=stds, marker="o", capsize=3, color=colour, label=loss)
-        for bs in args.batch_sizes:
-            runs = [r * 100 for r in table[f"{loss}/{bs}"]["runs"]]
-            ax.scatter([bs] * len(runs), runs, s=8, color=colour, alpha=0.4)
+        cells = [table[f"{loss}/{bs}"]["linear_probe"] for bs in args.batch_sizes]
+        ax.errorbar(
+            args.batch_sizes,
+            [c["mean"] * 100 for c in cells],
+            yerr=[c["std"] * 100 for c in cells],
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=loss,
+        )
+        for bs, c in zip(args.batch_sizes, cells, strict=True):
+            ax.scatter([bs] * c["n"], [v * 100 for v in c["values"]], s=8, color=colour, alpha=0.4)
     ax.set_xscale("log", base=2)
     ax.set_xticks(args.batch_sizes, [str(b) for b in args.batch_sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("linear-probe test accuracy (%)")
-    ax.set_title(f"digits, baseline arch, {args.epochs} epochs, {len(args.seeds)} seeds", fontsize=9)
+    ax.set_title(f"digits, baseline arch, {args.steps} steps every run, {len(args.seeds)} seeds", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -146,17 +187,20 @@ def _plot(table: dict, args, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="part", required=True)
-    b = sub.add_parser("budget")
-    b.add_argument("--seconds", type=float, default=170.0)
-    b.add_argument("--loss", nargs="+", default=["gamma"], choices=LOSSES)
-    b.add_argument("--batch-size", type=int, default=32)
-    s = sub.add_parser("batch")
-    s.add_argument("--epochs", type=int, default=5)
-    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    s.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
-    s.add_argument("--fresh", action="store_true", help="Ignore runs saved by an interrupted sweep.")
+    c = sub.add_parser("compare")
+    c.add_argument("--steps", type=int, default=300)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--loss", nargs="+", default=list(LOSSES), choices=LOSSES)
+    b = sub.add_parser("batch")
+    b.add_argument("--steps", type=int, default=120)
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128])
+    for p in (c, b):
+        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        p.add_argument("--fresh", action="store_true", help="Ignore runs saved by an interrupted bench.")
     args = ap.parse_args()
-    run_budget(args) if args.part == "budget" else run_batch(args)
+    if len(args.seeds) < 3:
+        print(f"warning: {len(args.seeds)} seed(s): the README's figures use at least 3", file=sys.stderr)
+    run_compare(args) if args.part == "compare" else run_batch(args)
 
 
 if __name__ == "__main__":

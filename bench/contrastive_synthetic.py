@@ -249,6 +249,7 @@ def main() -> None:
             "train_seconds": times,
             "total_seconds": time.perf_counter() - t0,
         },
+        config=vars(a),
     )
     print(f"total {time.perf_counter() - t0:.0f} s")
 

@@ -79,6 +79,7 @@ def main() -> None:
     save(
         "eval_speed",
         {"arch": arch.to_string(), "reps": args.reps, "median": table, "ratio_total": ratio, "runs": runs},
+        config=vars(args),
     )
 
 

@@ -13,6 +13,9 @@ sim-npu: estimate vs the simulator on the same archs, P=16 and P=32.
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -43,9 +46,35 @@ def _metrics(pred, meas, repeat):
     return m
 
 
+def estimator_record(name: str) -> dict:
+    """What the bench ran with: the estimator's file (path, sha256) and what the file says
+    of itself (the machine it was measured on, its rows, its per-kernel cross-validation)."""
+    from nasctl.latency.api import estimator_path
+
+    path = estimator_path(name)
+    meta = json.loads(gzip.open(path).read() if str(path).endswith(".gz") else Path(path).read_text())
+    keep = (
+        "schema",
+        "created",
+        "nasctl_version",
+        "lightgbm_version",
+        "device",
+        "n_rows",
+        "rows_per_group",
+        "cv",
+        "cv_overall",
+    )
+    return {
+        "name": name,
+        "path": str(Path(path).resolve().relative_to(ROOT)) if Path(path).resolve().is_relative_to(ROOT) else str(path),
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        **{k: meta.get(k) for k in keep},
+    }
+
+
 def cpu_bench(n_archs: int, estimator: str, tmp: Path) -> dict:
     est = load_estimator(estimator)
-    out: dict = {"estimator": estimator, "spaces": {}, "zoo": {}}
+    out: dict = {"estimator": estimator_record(estimator), "spaces": {}, "zoo": {}}
     items: list[tuple[str, str, Path]] = []
     for space_file in SPACES:
         space = SearchSpace.load(ROOT / "search_spaces" / space_file)
@@ -136,7 +165,7 @@ def main() -> None:
                 f"cpu zoo MAPE {cpu['zoo_overall']['mape']:.1f}% "
                 f"(noise floor {cpu['zoo_overall']['noise_floor']['mape']:.1f}%)"
             )
-    save("latency_accuracy", results)
+    save("latency_accuracy", results, config=vars(args))
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def main() -> None:
     results["load_average_end"] = os.getloadavg()[0]
     start, end = results["load_average_start"], results["load_average_end"]
     print(f"load average (1 min): {start:.1f} at the start, {end:.1f} at the end")
-    save("latency_speed", results)
+    save("latency_speed", results, config=vars(args))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
 """Benchmark of `nasctl search --strategy multishot` on the default space and digits.
 
 ``quality``: the same trial budget for NSGA-II and for random search (Optuna's
-RandomSampler), 3 seeds each. Reported: the hypervolume of each feasible Pareto front in
+RandomSampler), 3 seeds each: equal trials, each trained for at most ``--epochs`` epochs
+and ``--trial-seconds`` seconds (equal time per trial, not equal steps: a small arch trains
+more steps in the same seconds). Finished runs are kept in
+``results/search_quality.partial.json`` and a re-run resumes (``--fresh`` starts over).
+Reported: the hypervolume of each feasible Pareto front in
 (accuracy up, estimated latency down), with the reference point (accuracy 0, 2x the
 baseline's latency), and the best arch within 1 point of the baseline's accuracy, with its
 estimated and measured latency against the baseline's. The default 24 trials give NSGA-II
 (population 8) three generations; fronts are drawn in ``results/search_quality.png``.
 
 ``scaling``: wall time of the same study run by 1 and by 2 workers on one PostgreSQL
-server (a throwaway one on a loopback port, as in the tests).
+server (a throwaway one on a loopback port, as in the tests), ``--repeats`` times,
+interleaved (1 worker, 2 workers, 1 worker, ...).
 
 ``acceptance``: the user's command, `nasctl search SPACE --trials 12 --out DIR` with the
 default per-trial budget, killed with SIGKILL after ``--kill-after`` complete trials and
@@ -16,7 +21,7 @@ re-run; reports both wall times, the final trial states and best-vs-baseline.
 
     python bench/search_multishot.py quality [--trials 24] [--trial-seconds 10] [--seeds 0 1 2]
     python bench/search_multishot.py plot     # redraw the quality figure from its JSON
-    python bench/search_multishot.py scaling [--trials 8] [--trial-seconds 10]
+    python bench/search_multishot.py scaling [--trials 8] [--trial-seconds 10] [--repeats 3]
     python bench/search_multishot.py acceptance [--trials 12] [--kill-after 6]
 """
 
@@ -30,12 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from common import RESULTS, save  # noqa: E402
+from common import RESULTS, Partial, mean_std, save  # noqa: E402
 
 from nasctl.contrastive import PretrainConfig  # noqa: E402
 from nasctl.search import SearchConfig, TrialBudget, run_search, write_outputs  # noqa: E402
@@ -57,7 +60,9 @@ def hypervolume_2d(points: list[tuple[float, float]], ref_latency: float) -> flo
     return area
 
 
-def _config(args, out: Path, seed: int, sampler: str, storage: str | None = None, workers: int = 1) -> SearchConfig:
+def _config(
+    args, out: Path, seed: int, sampler: str, storage: str | None = None, workers: int = 1, tag: str = ""
+) -> SearchConfig:
     budget = TrialBudget(PretrainConfig(epochs=args.epochs, time_budget_s=args.trial_seconds, seed=seed))
     return SearchConfig(
         space_file=str(SPACE),
@@ -68,15 +73,18 @@ def _config(args, out: Path, seed: int, sampler: str, storage: str | None = None
         sampler=sampler,
         storage=storage,
         workers=workers,
-        study_name=f"bench-{sampler}-{seed}-w{workers}",
+        study_name=f"bench-{sampler}-{seed}-w{workers}{tag}",
     )
 
 
 def run_quality(args) -> None:
-    runs = []
+    done = Partial("search_quality", args.fresh)
     root = Path(tempfile.mkdtemp(prefix="nasctl-bench-search-"))
     for seed in args.seeds:
         for sampler in ("nsga2", "random"):
+            key = f"{sampler}/seed{seed}/trials{args.trials}/s{args.trial_seconds:g}/e{args.epochs}"
+            if key in done:
+                continue
             cfg = _config(args, root / f"{sampler}-{seed}", seed, sampler)
             t = time.perf_counter()
             run_search(cfg)
@@ -86,7 +94,8 @@ def run_quality(args) -> None:
             ref = 2 * base["latency_ms"]
             hv = hypervolume_2d([(r["accuracy"], r["latency_ms"]) for r in pareto], ref)
             summary = json.loads((Path(cfg.out) / "pareto.json").read_text())
-            runs.append(
+            done.put(
+                key,
                 {
                     "sampler": sampler,
                     "seed": seed,
@@ -99,7 +108,8 @@ def run_quality(args) -> None:
                         {k: r.get(k) for k in ("number", "accuracy", "latency_ms", "measured_latency_ms", "params")}
                         for r in pareto
                     ],
-                }
+                    "search_config": cfg.to_dict(),
+                },
             )
             b = summary["best_vs_baseline"]
             best = (
@@ -109,19 +119,26 @@ def run_quality(args) -> None:
                 else "no arch within 1 point of the baseline"
             )
             print(f"{sampler:6s} seed {seed}: HV {hv:.4f}, front {len(res.pareto)}, {wall:.0f} s; {best}", flush=True)
+    runs = [
+        done[f"{sampler}/seed{seed}/trials{args.trials}/s{args.trial_seconds:g}/e{args.epochs}"]
+        for seed in args.seeds
+        for sampler in ("nsga2", "random")
+    ]
     table = {
-        s: {
-            "hypervolume_mean": float(np.mean([r["hypervolume"] for r in runs if r["sampler"] == s])),
-            "hypervolume_runs": [r["hypervolume"] for r in runs if r["sampler"] == s],
-        }
-        for s in ("nsga2", "random")
+        s: {"hypervolume": mean_std([r["hypervolume"] for r in runs if r["sampler"] == s])} for s in ("nsga2", "random")
     }
+    wins = sum(
+        a["hypervolume"] > b["hypervolume"]
+        for a, b in zip(runs[0::2], runs[1::2], strict=True)  # (nsga2, random) of one seed
+    )
+    table["nsga2_ahead_in_seeds"] = f"{wins} of {len(args.seeds)}"
+    n, r = table["nsga2"]["hypervolume"], table["random"]["hypervolume"]
     print(
-        f"hypervolume, mean of {len(args.seeds)} seeds: NSGA-II {table['nsga2']['hypervolume_mean']:.4f}, "
-        f"random {table['random']['hypervolume_mean']:.4f}"
+        f"hypervolume over {len(args.seeds)} seeds: NSGA-II {n['mean']:.4f} ± {n['std']:.4f}, "
+        f"random {r['mean']:.4f} ± {r['std']:.4f}; NSGA-II ahead in {wins} of {len(args.seeds)}"
     )
     data = {"trials": args.trials, "trial_seconds": args.trial_seconds, "table": table, "runs": runs}
-    save("search_quality", data)
+    save("search_quality", data, config=vars(args))
     plot_quality(data, RESULTS / "search_quality.png")
     shutil.rmtree(root, ignore_errors=True)
 
@@ -150,7 +167,7 @@ def plot_quality(data: dict, path: Path) -> None:
     ax.plot([base["latency_ms"]], [100 * base["accuracy"]], "k*", ms=12, label="baseline (seed 0)")
     ax.set_xlabel("estimated latency (ms, shipped CPU estimator)")
     ax.set_ylabel("val linear-probe accuracy (%)")
-    ax.set_title(f"Feasible Pareto fronts, {data['trials']} trials of {data['trial_seconds']:g} s each")
+    ax.set_title(f"Feasible Pareto fronts, {data['trials']} trials of at most {data['trial_seconds']:g} s each")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
@@ -168,20 +185,25 @@ def run_scaling(args) -> None:
         server.stop()
         sys.exit(f"no PostgreSQL server: {why}")
     root = Path(tempfile.mkdtemp(prefix="nasctl-bench-scaling-"))
-    results = {}
+    runs: list[dict] = []
     try:
-        for workers in (1, 2):
-            cfg = _config(args, root / f"w{workers}", 0, "nsga2", server.url, workers)
-            t = time.perf_counter()
-            counts = run_search(cfg)
-            results[f"{workers}_workers"] = {"wall_s": time.perf_counter() - t, "counts": counts}
-            print(f"{workers} worker(s): {results[f'{workers}_workers']['wall_s']:.0f} s for {args.trials} trials")
+        for rep in range(args.repeats):
+            for workers in (1, 2):
+                cfg = _config(args, root / f"w{workers}-r{rep}", 0, "nsga2", server.url, workers, tag=f"-r{rep}")
+                t = time.perf_counter()
+                counts = run_search(cfg)
+                wall = time.perf_counter() - t
+                runs.append({"repeat": rep, "workers": workers, "wall_s": wall, "counts": counts})
+                print(f"repeat {rep}: {workers} worker(s): {wall:.0f} s for {args.trials} trials", flush=True)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    speedup = results["1_workers"]["wall_s"] / results["2_workers"]["wall_s"]
-    print(f"speed-up with 2 workers: {speedup:.2f}x (2 cores: each worker gets 1 torch thread)")
-    save("search_scaling", {"trials": args.trials, "trial_seconds": args.trial_seconds, **results, "speedup": speedup})
+    walls = {w: [r["wall_s"] for r in runs if r["workers"] == w] for w in (1, 2)}
+    speedups = [a / b for a, b in zip(walls[1], walls[2], strict=True)]
+    table = {"1_worker_s": mean_std(walls[1]), "2_workers_s": mean_std(walls[2]), "speedup": mean_std(speedups)}
+    s = table["speedup"]
+    print(f"speed-up with 2 workers: {s['mean']:.2f}x ± {s['std']:.2f} over {args.repeats} repeats (2 cores)")
+    save("search_scaling", {"table": table, "runs": runs}, config=vars(args))
 
 
 def run_acceptance(args) -> None:
@@ -245,6 +267,7 @@ def run_acceptance(args) -> None:
             "best_vs_baseline": b,
             "pareto": summary["pareto"],
         },
+        config=vars(args),
     )
 
 
@@ -258,6 +281,8 @@ def main() -> None:
         p.add_argument("--trial-seconds", type=float, default=10.0)
         p.add_argument("--epochs", type=int, default=3)
         p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        p.add_argument("--repeats", type=int, default=3)
+        p.add_argument("--fresh", action="store_true", help="Ignore runs saved by an interrupted bench.")
     sub.add_parser("plot", help="redraw results/search_quality.png from results/search_quality.json")
     args = ap.parse_args()
     if args.part == "plot":

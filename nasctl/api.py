@@ -130,7 +130,10 @@ def pretrain(
     ``{"event": "start", "data": ..., "device": ...}``, then the training steps, then
     ``{"event": "write"}`` before the run folder is written. Returns the metrics."""
     from nasctl.contrastive import AugmentConfig, PretrainConfig, load_data, pretrain_and_evaluate, write_run
+    from nasctl.contrastive.pretrain import close_clock, import_heavy_modules
 
+    started = time.perf_counter()
+    import_seconds = import_heavy_modules(plotting=out is not None)
     a = as_arch(arch)
     seed = config.get("seed", 0)
     unknown = sorted(set(config) - set(PretrainConfig.__dataclass_fields__) - {"augment"})
@@ -148,11 +151,12 @@ def pretrain(
         progress({"event": "start", "arch": a.id, "data": dataset.summary(), "device": str(resolve_device(cfg.device))})
     result, metrics = pretrain_and_evaluate(a, dataset, cfg, progress, random_init_baseline=random_init)
     metrics["data_seconds"] = data_seconds
+    metrics["import_seconds"] = import_seconds
     if out is None:
-        return metrics
+        return close_clock(metrics, started)
     if progress:
         progress({"event": "write", "out": str(out)})
-    return write_run(out, a, dataset, result, metrics)
+    return write_run(out, a, dataset, result, metrics, started)
 
 
 def search(

@@ -19,6 +19,7 @@ from nasctl.contrastive import (
     load_data,
     load_weights,
     nt_xent,
+    pretrain,
     pretrain_and_evaluate,
 )
 from nasctl.contrastive.augment import augment, two_views
@@ -329,6 +330,13 @@ def test_pretrain_command_end_to_end(tmp_path):
     for key in ("linear_probe_accuracy", "knn_accuracy", "random_init_linear_probe_accuracy", "train_seconds"):
         assert 0 <= m[key] and (key == "train_seconds" or m[key] <= 1), key
     assert m["steps"] == 5 and m["loss"] == "gamma" and len(m["loss_per_epoch"]) == 1
+    # the time breakdown: every part timed, and the fixed cost is the total less the parts
+    parts = ("import_seconds", "data_seconds", "setup_seconds", "eval_seconds", "random_init_eval_seconds")
+    assert all(m[k] >= 0 for k in (*parts, "write_seconds", "train_seconds"))
+    timed = m["import_seconds"] + m["train_seconds"] + m["eval_seconds"] + m["random_init_eval_seconds"]
+    assert m["fixed_seconds"] == pytest.approx(m["total_seconds"] - timed)
+    untimed = m["fixed_seconds"] - m["data_seconds"] - m["setup_seconds"] - m["write_seconds"]
+    assert 0 <= untimed < 0.5 * m["total_seconds"], m  # data, set-up and writing are most of it
     for f in ("arch.json", "model.npz", "backbone.onnx", "metrics.json", "loss.png"):
         assert (out / f).is_file(), f
     assert len(json.loads((out / "metrics.json").read_text())["loss_per_step"]) == 5
@@ -341,6 +349,19 @@ def test_pretrain_command_end_to_end(tmp_path):
         torch_feats = model.forward_features(x).numpy()
     assert onnx_feats.shape == (4, arch.feature_channels)
     assert np.allclose(onnx_feats, torch_feats, atol=1e-4)
+
+
+def test_steps_replace_epochs_and_cross_epoch_boundaries():
+    """``steps`` trains exactly that many optimiser steps, over as many epochs as it takes
+    (160 train images at batch 32: 5 steps an epoch, so 7 steps end in the second epoch)."""
+    arch = SearchSpace.load(DEFAULT_SPACE).sample(36)
+    data = load_data("digits", arch.resolution, arch.in_channels).subset(160, 40)
+    r = pretrain(arch, data, PretrainConfig(epochs=1, steps=7, batch_size=32))
+    assert r.steps == 7 and len(r.loss_per_step) == 7 and len(r.loss_per_epoch) == 2
+    assert r.stopped_by == "steps" and r.epochs_done == pytest.approx(1.4)
+    assert pretrain(arch, data, PretrainConfig(epochs=1, batch_size=32)).steps == 5
+    with pytest.raises(NasctlError, match="steps must be >= 1"):
+        PretrainConfig(steps=0).validate()
 
 
 @pytest.mark.slow

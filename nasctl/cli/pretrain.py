@@ -30,6 +30,10 @@ def pretrain(
     ] = "digits",
     loss: Annotated[str, typer.Option(help="gamma (decomposable, Gamma-augmented) | ntxent (SimCLR).")] = "gamma",
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the train split.")] = 10,
+    steps: Annotated[
+        Optional[int],
+        typer.Option(min=1, metavar="N", help="Train exactly N optimiser steps instead (replaces --epochs)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Images per step (2 views each).")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then cosine).")] = 2e-3,
     temperature: Annotated[float, typer.Option(help="Similarity temperature t.")] = 0.2,
@@ -116,6 +120,7 @@ def pretrain(
             progress=progress,
             loss=loss,
             epochs=epochs,
+            steps=steps,
             batch_size=batch_size,
             lr=lr,
             temperature=temperature,
@@ -146,5 +151,11 @@ def pretrain(
     console.print(
         f"{full['steps']} steps ({full['epochs_done']:.1f} epochs, stopped by {full['stopped_by'].replace('_', ' ')}) "
         f"in {full['train_seconds']:.0f} s, {full['images_per_s']:.0f} img/s; final loss {full['final_loss']:.3f}"
+    )
+    probes = full.get("eval_seconds", 0.0) + full.get("random_init_eval_seconds", 0.0)
+    console.print(
+        f"time: training {full['train_seconds']:.1f} s, probes {probes:.1f} s, "
+        f"the rest {full['fixed_seconds']:.1f} s (data, set-up, writing), "
+        f"one-time imports {full['import_seconds']:.1f} s"
     )
     console.print(f"wrote {out}/: arch.json model.npz backbone.onnx metrics.json loss.png")

@@ -1,9 +1,10 @@
 """Contrastive pretraining of a candidate backbone, and its evaluation by linear probe.
 
 ``pretrain(arch, data, config)`` trains the arch with a 2-layer projection head (SimCLR),
-AdamW with a warm-up and a cosine schedule, under an epoch count and an optional time
-budget: the schedule follows whichever of steps and time is further along, so a run cut
-by its budget still ends annealed. ``pretrain_and_evaluate`` adds the probe; ``write_run``
+AdamW with a warm-up and a cosine schedule, under an epoch count (or an exact number of
+optimiser steps, ``steps``, which then replaces it) and an optional time budget: the
+schedule follows whichever of steps and time is further along, so a run cut by its
+budget still ends annealed. ``pretrain_and_evaluate`` adds the probe; ``write_run``
 saves a run folder (no pickle: the weights go to ``.npz``).
 """
 
@@ -39,6 +40,7 @@ class TrainingDiverged(NasctlError):
 class PretrainConfig:
     loss: str = "gamma"
     epochs: int = 10
+    steps: int | None = None  # exactly this many optimiser steps (replaces epochs): equal-step comparisons
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -57,6 +59,7 @@ class PretrainConfig:
             raise NasctlError(f"unknown loss {self.loss!r} (expected one of: {', '.join(LOSSES)})")
         checks = [
             ("epochs", self.epochs, self.epochs >= 1, ">= 1"),
+            ("steps", self.steps, self.steps is None or self.steps >= 1, ">= 1"),
             ("batch size", self.batch_size, self.batch_size >= 2, ">= 2 (contrastive pairs need negatives)"),
             ("learning rate", self.lr, self.lr > 0, "> 0"),
             ("temperature", self.temperature, self.temperature > 0, "> 0"),
@@ -81,7 +84,7 @@ class PretrainResult:
     epochs_done: float
     seconds: float
     images_per_s: float
-    stopped_by: str  # "epochs" | "time_budget"
+    stopped_by: str  # "epochs" | "steps" | "time_budget"
     loss_per_step: list[float]
     loss_per_epoch: list[float]
     setup_seconds: float = 0.0  # model, loss and optimiser built and moved to the device
@@ -144,18 +147,21 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
     if bs < 2:
         raise NasctlError(f"the train split has {len(train)} images; contrastive pretraining needs at least 2")
     steps_per_epoch = max(1, len(train) // bs)  # drop the last partial batch
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    n_epochs = -(-total // steps_per_epoch)
     budget = cfg.time_budget_s
     model.train()
     start = time.perf_counter()
     setup_seconds = start - setup_start
     per_step: list[float] = []
     per_epoch: list[float] = []
-    step, stopped_by, images = 0, "epochs", 0
-    for _epoch in range(cfg.epochs):
+    step, stopped_by, images = 0, "epochs" if cfg.steps is None else "steps", 0
+    for _epoch in range(n_epochs):
         order = train[torch.randperm(len(train), generator=gen)]
         epoch_losses = []
         for b in range(steps_per_epoch):
+            if step >= total:
+                break
             elapsed = time.perf_counter() - start
             if budget is not None and elapsed >= budget:
                 stopped_by = "time_budget"
@@ -211,6 +217,41 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
         loss_per_epoch=per_epoch,
         setup_seconds=setup_seconds,
     )
+
+
+def import_heavy_modules(plotting: bool = True) -> float:
+    """Import the modules a run would otherwise load lazily part-way through, and return the
+    seconds it took (0 when they are already loaded): scikit-learn (digits and the probe),
+    torch's compiler stack (the optimiser's constructor pulls it in, about 1.3 s), ONNX
+    export and, with ``plotting``, matplotlib. A run calls this first, so that its
+    ``data_seconds``, ``setup_seconds`` and ``write_seconds`` time the work itself and the
+    one-time import cost is reported apart, as ``import_seconds``."""
+    t = time.perf_counter()
+    import sklearn.datasets  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.preprocessing  # noqa: F401
+    import torch._dynamo  # noqa: F401
+    import torch.onnx  # noqa: F401
+
+    if plotting:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    return time.perf_counter() - t
+
+
+TIMED_PARTS = ("import_seconds", "train_seconds", "eval_seconds", "random_init_eval_seconds")
+
+
+def close_clock(metrics: dict, started: float) -> dict:
+    """Add ``total_seconds`` (since ``started``, a ``time.perf_counter()`` reading) and
+    ``fixed_seconds``: the total less imports, training and the probes (data, set-up,
+    writing and everything between them)."""
+    total = time.perf_counter() - started
+    metrics["total_seconds"] = total
+    metrics["fixed_seconds"] = total - sum(metrics.get(k, 0.0) for k in TIMED_PARTS)
+    return metrics
 
 
 def pretrain_and_evaluate(
@@ -295,10 +336,19 @@ def plot_loss(loss_per_step: list[float], path: str | Path, title: str = "") -> 
     return Path(path)
 
 
-def write_run(out: str | Path, arch: Arch, data: ImageData, result: PretrainResult, metrics: dict) -> dict:
+def write_run(
+    out: str | Path,
+    arch: Arch,
+    data: ImageData,
+    result: PretrainResult,
+    metrics: dict,
+    started: float | None = None,
+) -> dict:
     """Write ``arch.json``, ``model.npz`` (backbone + projection head weights),
     ``backbone.onnx`` (pooled features; input images in [0, 1]), ``metrics.json`` and
-    ``loss.png`` to ``out``; return the metrics as written."""
+    ``loss.png`` to ``out``; return the metrics as written. With ``started`` (the run's
+    ``time.perf_counter()`` start), ``total_seconds`` and ``fixed_seconds`` are added
+    (``close_clock``)."""
     from nasctl.nn.export import export_onnx
 
     t = time.perf_counter()
@@ -326,5 +376,7 @@ def write_run(out: str | Path, arch: Arch, data: ImageData, result: PretrainResu
             "loss_plot": "loss.png",
         },
     }
+    if started is not None:
+        close_clock(full, started)
     (out / "metrics.json").write_text(json.dumps(full, indent=2) + "\n")
     return full
