@@ -14,6 +14,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def environment() -> dict[str, Any]:
+    """The record of where and how a bench ran; the commit is the one it started at."""
     import lightgbm
     import onnx
     import onnxruntime
@@ -23,7 +24,7 @@ def environment() -> dict[str, Any]:
     from nasctl.latency.estimator import machine_info
 
     return {
-        "git": _git(),
+        "git": _START_GIT,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine": machine_info(),
         "versions": {
@@ -92,3 +93,6 @@ def mean_std(values: list[float]) -> dict[str, Any]:
     import numpy as np
 
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values), "values": list(values)}
+
+
+_START_GIT = _git()  # at import, when the bench starts: a later checkout does not change what it ran

@@ -1,0 +1,305 @@
+"""Print the README's benchmark tables (markdown) from the JSON files under ``results/``, so
+that the figures in the README are copied from what the benches wrote, not retyped.
+
+    python bench/tables.py [NAME ...]     # e.g. latency_accuracy search_quality; default: all
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def _ms(cell: dict, scale: float = 100, digits: int = 1, unit: str = "%") -> str:
+    """mean ± std of a ``mean_std`` cell."""
+    return f"{scale * cell['mean']:.{digits}f}{unit} ± {scale * cell['std']:.{digits}f}"
+
+
+def _head(d: dict) -> str:
+    git = d.get("git", {})
+    m = d.get("machine", {})
+    return (
+        f"<!-- {d['benchmark']}: commit {str(git.get('commit'))[:7]}{' (dirty)' if git.get('dirty') else ''}, "
+        f"{m.get('cpu')}, {m.get('cores')} cores, {d.get('date')}; command: {d.get('command')} -->"
+    )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def latency_accuracy(d: dict) -> str:
+    out = [_head(d)]
+    cpu = d.get("cpu")
+    if cpu:
+        est = cpu["estimator"]
+        out.append(
+            f"estimator {est['path']} (fitted on {est['device'].get('cpu')}, {est['n_rows']} rows; "
+            f"sha256 {est['sha256'][:12]})"
+        )
+        rows = [
+            [
+                s.removesuffix(".yaml"),
+                f"{m['acc10']:.0f}%",
+                f"{m['mape']:.1f}%",
+                f"{m['noise_floor']['acc10']:.0f}% / {m['noise_floor']['mape']:.1f}%",
+            ]
+            for s, m in cpu["spaces"].items()
+        ]
+        out.append(_table(["space", "within ±10%", "MAPE", "noise floor (within ±10% / MAPE)"], rows))
+        zoo = cpu.get("zoo", {})
+        if zoo:
+            rows = [
+                [
+                    n,
+                    f"{z['estimated_ms']:.2f}",
+                    f"{z['measured_ms']:.2f}",
+                    f"{z['error_pct']:+.1f}%",
+                    f"{(z['remeasured_ms'] - z['measured_ms']) / z['measured_ms'] * 100:+.1f}%",
+                ]
+                for n, z in zoo.items()
+            ]
+            out.append(_table(["model", "estimated ms", "measured ms", "error", "re-measured vs measured"], rows))
+            zo = cpu["zoo_overall"]
+            out.append(
+                f"zoo: MAPE {zo['mape']:.1f}%, {zo['acc10']:.0f}% within ±10%; noise floor (re-measurement) "
+                f"MAPE {zo['noise_floor']['mape']:.1f}%, {zo['noise_floor']['acc10']:.0f}% within ±10%"
+            )
+        rows = [
+            [k, str(c["n"]), f"{c['mape']:.1f}%", f"{c['acc10']:.0f}%", f"{c['spearman']:.3f}"]
+            for k, c in sorted(est["cv"].items(), key=lambda kv: -kv[1]["n"])
+        ]
+        out.append(_table(["kernel", "rows", "CV MAPE", "within ±10%", "Spearman"], rows))
+        o = est["cv_overall"]
+        out.append(f"all kernels: CV MAPE {o['mape']:.1f}%, {o['acc10']:.0f}% within ±10%")
+    sim = d.get("sim_npu", {})
+    mapes = [m["mape"] for spaces in sim.values() for m in spaces.values()]
+    acc5 = [m["acc5"] for spaces in sim.values() for m in spaces.values()]
+    if mapes:
+        out.append(f"sim-npu: {min(acc5):.0f}-{max(acc5):.0f}% within ±5%, MAPE {min(mapes):.2f}-{max(mapes):.2f}%")
+    return "\n\n".join(out)
+
+
+def measure_modes(d: dict) -> str:
+    rows = []
+    for space, modes in d["spaces"].items():
+        cells = [
+            f"{_ms(m['acc10'], 1, 0)} within ±10%, MAPE {_ms(m['mape'], 1, 1)}, "
+            f"estimate/measured ×{_ms(m['median_ratio'], 1, 2, '')}"
+            for m in (modes["isolated"], modes["in-context"])
+        ]
+        rows.append([space.removesuffix(".yaml"), *cells])
+    csvs = "; ".join(
+        f"{k}: {v['meta'].get('rows')} rows, {v['meta'].get('networks')} networks" for k, v in d["csv"].items()
+    )
+    return "\n\n".join([_head(d), _table(["space", "isolated kernels", "in context"], rows), csvs])
+
+
+def latency_speed(d: dict) -> str:
+    a = d["arch_estimates_per_s"]
+    o = d["onnx"]
+    ph = ", ".join(f"{k} {v:.1f}" for k, v in o["estimate_phases_ms"].items())
+    return "\n".join(
+        [
+            _head(d),
+            f"- load average {d['load_average_start']:.1f} at the start, {d['load_average_end']:.1f} at the end",
+            "- Arch estimates/s, cold cache: "
+            + ", ".join(f"{s.removesuffix('.yaml')} {v['cold']:,.0f}" for s, v in a.items())
+            + "; warm: "
+            + ", ".join(f"{s.removesuffix('.yaml')} {v['warm']:,.0f}" for s, v in a.items()),
+            f"- {o['model']} ({o['file_mb']:.0f} MB, {o['n_kernels']} kernels): estimate "
+            f"{o['estimate_ms']['cold_cache']:.1f} ms cold ({ph} ms), {o['estimate_ms']['warm_cache']:.1f} ms warm; "
+            f"measure {o['measure_ms']['minimal']:.0f} ms (one measurement), {o['measure_ms']['accuracy']:.0f} ms "
+            f"(measurement + re-measurement); speed-up {o['speedup']['minimal_vs_cold']:.0f}x and "
+            f"{o['speedup']['accuracy_vs_cold']:.0f}x (cold)",
+        ]
+    )
+
+
+def contrastive_compare(d: dict) -> str:
+    c = d["config"]
+    t = d["table"]
+    rows = [[name, _ms(row["linear_probe"]), _ms(row["knn"])] for name, row in t.items()]
+    return "\n\n".join(
+        [
+            _head(d),
+            f"{c['steps']} steps at batch {c['batch_size']}, seeds {c['seeds']}, mean ± std",
+            _table(["backbone", "linear probe (test)", "kNN (test)"], rows),
+        ]
+    )
+
+
+def contrastive_batch_size(d: dict) -> str:
+    c = d["config"]
+    t = d["table"]
+    rows = [
+        [
+            str(bs),
+            f"{t[f'gamma/{bs}']['epochs_done']:.1f}",
+            _ms(t[f"gamma/{bs}"]["linear_probe"]),
+            _ms(t[f"ntxent/{bs}"]["linear_probe"]),
+        ]
+        for bs in c["batch_sizes"]
+    ]
+    return "\n\n".join(
+        [
+            _head(d),
+            f"{c['steps']} steps every run, seeds {c['seeds']}",
+            _table(["batch", "epochs", "gamma", "ntxent"], rows),
+        ]
+    )
+
+
+def contrastive_synthetic(d: dict) -> str:
+    rows = [
+        [n, f"{s['reached']}/{s['runs']}", f"{s['mean']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}"]
+        for n, s in d["summary"].items()
+    ]
+    return "\n\n".join([_head(d), _table(["loss", "runs reaching >= 0.99", "mean", "min", "max"], rows)])
+
+
+def search_quality(d: dict) -> str:
+    runs = d["runs"]
+    seeds = sorted({r["seed"] for r in runs})
+    by = {(r["sampler"], r["seed"]): r for r in runs}
+    rows = [
+        [
+            str(s),
+            f"{by[('nsga2', s)]['hypervolume']:.3f}",
+            f"{by[('random', s)]['hypervolume']:.3f}",
+            str(by[("nsga2", s)]["pareto_size"]),
+            str(by[("random", s)]["pareto_size"]),
+        ]
+        for s in seeds
+    ]
+    t = d["table"]
+    rows.append(
+        ["mean ± std", _ms(t["nsga2"]["hypervolume"], 1, 3, ""), _ms(t["random"]["hypervolume"], 1, 3, ""), "", ""]
+    )
+    best = []
+    for r in runs:
+        b = r["best_vs_baseline"]
+        if b:
+            best.append(
+                f"{r['sampler']} seed {r['seed']}: {b['latency_change_pct']:+.1f}% ({b['latency_key']}), "
+                f"{b['accuracy_change_points']:+.1f} points"
+            )
+    return "\n\n".join(
+        [
+            _head(d),
+            _table(["seed", "NSGA-II HV", "random HV", "NSGA-II front", "random front"], rows),
+            f"NSGA-II ahead in {t['nsga2_ahead_in_seeds']} seeds",
+            "\n".join(f"- {b}" for b in best),
+        ]
+    )
+
+
+def search_scaling(d: dict) -> str:
+    t = d["table"]
+    return "\n".join(
+        [
+            _head(d),
+            f"1 worker {_ms(t['1_worker_s'], 1, 0, ' s')}, 2 workers {_ms(t['2_workers_s'], 1, 0, ' s')}, "
+            f"speed-up {_ms(t['speedup'], 1, 2, 'x')} ({d['config']['repeats']} repeats)",
+        ]
+    )
+
+
+def search_acceptance(d: dict) -> str:
+    rows = []
+    for r in [d["baseline"], *[p for p in d["pareto"] if not p.get("baseline")]]:
+        rows.append(
+            [
+                f"{r['number']}{' (baseline)' if r.get('baseline') else ''}",
+                _pct(r["accuracy"]),
+                _pct(r["test_accuracy"]),
+                f"{r['epochs_done']:.1f}",
+                f"{r['latency_ms']:.3f}",
+                f"{r.get('measured_latency_ms', float('nan')):.3f}",
+                f"{r['params'] / 1000:.0f}k",
+            ]
+        )
+    b = d["best_vs_baseline"]
+    line = (
+        f"best within 1 point of the baseline: trial {b['trial']}, {b['latency_change_pct']:+.1f}% "
+        f"({b['latency_key']}), {b['accuracy_change_points']:+.1f} points"
+        if b
+        else "no arch within 1 point of the baseline"
+    )
+    return "\n\n".join(
+        [
+            _head(d),
+            f"killed after {d['killed_after_s']:.0f} s ({d['complete_when_killed']} complete), re-run "
+            f"{d['rerun_s']:.0f} s; states {d['states']}",
+            _table(["trial", "val acc", "test acc", "epochs", "estimated ms", "measured ms", "params"], rows),
+            line,
+        ]
+    )
+
+
+def pretrain_overhead(d: dict) -> str:
+    rows = [
+        [
+            k.removesuffix("_seconds").replace("_", " "),
+            *(_ms(d["table"][v][k], 1, 2, " s") for v in ("command", "in_process")),
+        ]
+        for k in d["table"]["in_process"]
+    ]
+    c = d["table"]["command"]["command_wall_seconds"]
+    return "\n\n".join(
+        [
+            _head(d),
+            _table(["part", "fresh process (the command)", "in process, after a first run"], rows),
+            f"whole command {_ms(c, 1, 1, ' s')}; largest fixed cost {d['max_fixed_seconds']:.2f} s",
+        ]
+    )
+
+
+def eval_speed(d: dict) -> str:
+    rows = [[b, *(f"{v:.2f} s" for v in row.values())] for b, row in d["median"].items()]
+    head = list(next(iter(d["median"].values())))
+    return "\n\n".join([_head(d), _table(["eval batch", *head], rows)])
+
+
+TABLES = {
+    "latency_accuracy": latency_accuracy,
+    "measure_modes": measure_modes,
+    "latency_speed": latency_speed,
+    "contrastive_compare": contrastive_compare,
+    "contrastive_batch_size": contrastive_batch_size,
+    "contrastive_synthetic": contrastive_synthetic,
+    "search_quality": search_quality,
+    "search_scaling": search_scaling,
+    "search_acceptance": search_acceptance,
+    "pretrain_overhead": pretrain_overhead,
+    "eval_speed": eval_speed,
+}
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(TABLES)
+    for name in names:
+        if name not in TABLES:
+            sys.exit(f"unknown table {name!r} (known: {', '.join(TABLES)})")
+        d = _load(name)
+        print(f"## {name}\n")
+        print(TABLES[name](d) if d else f"(no results/{name}.json)")
+        print()
+
+
+if __name__ == "__main__":
+    main()
