@@ -11,8 +11,9 @@ from torch import nn
 from nasctl.contrastive.data import ImageData
 
 # Inference batch for evaluation. On CPU, batches of 256 at 32x32 make intermediates of
-# hundreds of MB: the baseline's whole evaluation takes 2x as long as with batches of 64
-# (bench/eval_speed.py: 7.7 s against 3.8 s), so evaluation stays at 64.
+# hundreds of MB: the baseline's whole evaluation takes 1.4x as long as with batches of 64
+# (bench/eval_speed.py, medians of 5 on a 2-core Intel Xeon: 6.1 s against 4.2 s), so
+# evaluation stays at 64.
 EVAL_BATCH = 64
 
 
