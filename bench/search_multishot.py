@@ -251,7 +251,7 @@ def run_acceptance(args) -> None:
             f"best within 1 point: trial {b['trial']}: {b['latency_change_pct']:+.1f}% {b['latency_key']}, "
             f"accuracy {b['accuracy_change_points']:+.1f} points"
         )
-    for f in ("trials.csv", "pareto.json", "pareto.png", "report.md", "study.db"):
+    for f in ("trials.csv", "pareto.json", "pareto.png", "report.md", "study.db", "search.json"):
         assert (out / f).is_file(), f
     shutil.copy(out / "pareto.png", Path(__file__).resolve().parent / "results" / "search_acceptance_pareto.png")
     save(
@@ -266,6 +266,7 @@ def run_acceptance(args) -> None:
             "baseline": base,
             "best_vs_baseline": b,
             "pareto": summary["pareto"],
+            "search_config": json.loads((out / "search.json").read_text()),  # what the command ran with
         },
         config=vars(args),
     )
@@ -274,15 +275,20 @@ def run_acceptance(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="part", required=True)
-    for name, trials in (("quality", 24), ("scaling", 8), ("acceptance", 12)):
-        p = sub.add_parser(name)
-        p.add_argument("--kill-after", type=int, default=6)
-        p.add_argument("--trials", type=int, default=trials)
+    # each part takes only the options it uses, so its JSON's config says what ran
+    q = sub.add_parser("quality")
+    q.add_argument("--trials", type=int, default=24)
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    q.add_argument("--fresh", action="store_true", help="Ignore runs saved by an interrupted bench.")
+    s = sub.add_parser("scaling")
+    s.add_argument("--trials", type=int, default=8)
+    s.add_argument("--repeats", type=int, default=3)
+    for p in (q, s):
         p.add_argument("--trial-seconds", type=float, default=10.0)
         p.add_argument("--epochs", type=int, default=3)
-        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-        p.add_argument("--repeats", type=int, default=3)
-        p.add_argument("--fresh", action="store_true", help="Ignore runs saved by an interrupted bench.")
+    a = sub.add_parser("acceptance", help="the CLI's own defaults for the per-trial budget")
+    a.add_argument("--trials", type=int, default=12)
+    a.add_argument("--kill-after", type=int, default=6)
     sub.add_parser("plot", help="redraw results/search_quality.png from results/search_quality.json")
     args = ap.parse_args()
     if args.part == "plot":
