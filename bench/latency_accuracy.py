@@ -13,9 +13,7 @@ sim-npu: estimate vs the simulator on the same archs, P=16 and P=32.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -46,13 +44,14 @@ def _metrics(pred, meas, repeat):
     return m
 
 
-def estimator_record(name: str) -> dict:
-    """What the bench ran with: the estimator's file (path, sha256) and what the file says
-    of itself (the machine it was measured on, its rows, its per-kernel cross-validation)."""
+def estimator_record(name: str, est) -> dict:
+    """What the bench ran with: the estimator's file (path, sha256) and what the loaded
+    estimator says of itself (the machine it was measured on, its rows, its per-kernel
+    cross-validation)."""
     from nasctl.latency.api import estimator_path
 
     path = estimator_path(name)
-    meta = json.loads(gzip.open(path).read() if str(path).endswith(".gz") else Path(path).read_text())
+    meta = est.meta
     keep = (
         "schema",
         "created",
@@ -74,7 +73,7 @@ def estimator_record(name: str) -> dict:
 
 def cpu_bench(n_archs: int, estimator: str, tmp: Path) -> dict:
     est = load_estimator(estimator)
-    out: dict = {"estimator": estimator_record(estimator), "spaces": {}, "zoo": {}}
+    out: dict = {"estimator": estimator_record(estimator, est), "spaces": {}, "zoo": {}}
     items: list[tuple[str, str, Path]] = []
     for space_file in SPACES:
         space = SearchSpace.load(ROOT / "search_spaces" / space_file)

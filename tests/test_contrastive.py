@@ -388,6 +388,8 @@ def test_pretraining_beats_the_random_init_backbone():
         (["--loss", "infonce"], "unknown loss"),
         (["--gamma-momentum", "1.5"], "gamma momentum"),
         (["--temperature", "0"], "temperature"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--epochs", "0"], "epochs must be >= 1"),
         (["--train-device", "tpu"], "unknown device"),
         pytest.param(
             ["--train-device", "cuda"],

@@ -61,34 +61,23 @@ def test_peak_of_an_arch_with_a_skip_connection_by_hand(tmp_path):
     assert memory_from_onnx(path, kernels_from_onnx(path)).peak_activation_bytes == SKIP_PEAK
 
 
-class _Chain(nn.Module):
-    """conv 3x3 3->4 + ReLU -> conv 1x1 4->12 + ReLU -> depthwise 3x3 12 + ReLU -> conv 1x1 12->8."""
+class _Convs(nn.Module):
+    """y = ReLU(conv 3x3 3->4); h = ReLU(conv 1x1 4->hidden); g = ReLU(depthwise 3x3 hidden);
+    out = conv 1x1 hidden->out (g), plus y with ``skip`` (then out must be 4).
+    The chain is hidden 12, out 8; the skip network hidden 16, out 4."""
 
-    def __init__(self):
+    def __init__(self, hidden: int, out: int, skip: bool):
         super().__init__()
+        self.skip = skip
         self.a = nn.Conv2d(3, 4, 3, padding=1)
-        self.b = nn.Conv2d(4, 12, 1)
-        self.dw = nn.Conv2d(12, 12, 3, padding=1, groups=12)
-        self.c = nn.Conv2d(12, 8, 1)
-
-    def forward(self, x):
-        return self.c(torch.relu(self.dw(torch.relu(self.b(torch.relu(self.a(x)))))))
-
-
-class _Skip(nn.Module):
-    """y = ReLU(conv 3x3 3->4); h = ReLU(conv 1x1 4->16); g = ReLU(depthwise 3x3 16);
-    out = conv 1x1 16->4 (g) + y."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Conv2d(3, 4, 3, padding=1)
-        self.b = nn.Conv2d(4, 16, 1)
-        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
-        self.c = nn.Conv2d(16, 4, 1)
+        self.b = nn.Conv2d(4, hidden, 1)
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.c = nn.Conv2d(hidden, out, 1)
 
     def forward(self, x):
         y = torch.relu(self.a(x))
-        return self.c(torch.relu(self.dw(torch.relu(self.b(y))))) + y
+        z = self.c(torch.relu(self.dw(torch.relu(self.b(y)))))
+        return z + y if self.skip else z
 
 
 def test_peak_of_onnx_modules_by_hand(tmp_path):
@@ -97,7 +86,7 @@ def test_peak_of_onnx_modules_by_hand(tmp_path):
     # step 1: a 256 + b 12*64 = 768                = 1024
     # step 2: b 768 + dw 768                       = 1536  <- peak
     # step 3: dw 768 + c 8*64 = 512 (graph output) = 1280
-    path = export_module(_Chain(), (1, 3, 8, 8), tmp_path / "chain.onnx")
+    path = export_module(_Convs(12, 8, skip=False), (1, 3, 8, 8), tmp_path / "chain.onnx")
     ks = kernels_from_onnx(path)
     assert [k.op for k in ks] == ["conv", "conv", "dwconv", "conv"]
     assert memory_from_onnx(path, ks).peak_activation_bytes == 1536 * F32
@@ -108,7 +97,7 @@ def test_peak_of_onnx_modules_by_hand(tmp_path):
     # step 2: y 256 (held for the add) + h 1024 + g 1024            = 2304  <- peak
     # step 3: y 256 + g 1024 + out 256 (conv + add, not apart)      = 1536
     # (without the skip held, step 2 would be 2048)
-    path = export_module(_Skip(), (1, 3, 8, 8), tmp_path / "skip.onnx")
+    path = export_module(_Convs(16, 4, skip=True), (1, 3, 8, 8), tmp_path / "skip.onnx")
     ks = kernels_from_onnx(path)
     assert [(k.op, k.residual) for k in ks] == [("conv", False), ("conv", False), ("dwconv", False), ("conv", True)]
     assert memory_from_onnx(path, ks).peak_activation_bytes == 2304 * F32

@@ -29,10 +29,10 @@ def pretrain(
         str, typer.Option(help="digits (embedded, scikit-learn's load_digits), a .npz file (x, y) or an image folder.")
     ] = "digits",
     loss: Annotated[str, typer.Option(help="gamma (decomposable, Gamma-augmented) | ntxent (SimCLR).")] = "gamma",
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the train split.")] = 10,
+    epochs: Annotated[int, typer.Option(help="Passes over the train split.")] = 10,
     steps: Annotated[
         Optional[int],
-        typer.Option(min=1, metavar="N", help="Train exactly N optimiser steps instead (replaces --epochs)."),
+        typer.Option(metavar="N", help="Train exactly N optimiser steps instead (replaces --epochs)."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Images per step (2 views each).")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then cosine).")] = 2e-3,
