@@ -28,7 +28,13 @@ def pretrain(
     data: Annotated[
         str, typer.Option(help="digits (embedded, scikit-learn's load_digits), a .npz file (x, y) or an image folder.")
     ] = "digits",
-    loss: Annotated[str, typer.Option(help="gamma (decomposable, Gamma-augmented) | ntxent (SimCLR).")] = "gamma",
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="gamma (decomposable, Gamma-augmented) | sogclr (gamma with u = 1/Zhat, no draws) | "
+            "dcl (decoupled: the positive left out of Z) | ntxent (SimCLR)."
+        ),
+    ] = "gamma",
     epochs: Annotated[int, typer.Option(help="Passes over the train split.")] = 10,
     steps: Annotated[
         Optional[int],
@@ -41,7 +47,10 @@ def pretrain(
         float, typer.Option(help="gamma: shape a of the Gamma draws (1 = exact; larger = less noise).")
     ] = 8.0,
     gamma_momentum: Annotated[
-        float, typer.Option(help="gamma: moving-average rate of the per-sample partition estimate.")
+        float,
+        typer.Option(
+            help="gamma and sogclr: moving-average rate of the per-sample partition estimate (weight of the new batch)."
+        ),
     ] = 0.9,
     time_budget: Annotated[
         Optional[float],

@@ -53,7 +53,7 @@ def search(
         typer.Option("--memory-budget", metavar="MB", help="Constraint: float32 weights + peak activations <= MB."),
     ] = None,
     data: Annotated[str, typer.Option(help="digits (embedded), a .npz file (x, y) or an image folder.")] = "digits",
-    loss: Annotated[str, typer.Option(help="Per-trial pretraining loss: gamma | ntxent.")] = "gamma",
+    loss: Annotated[str, typer.Option(help="Per-trial pretraining loss: gamma | sogclr | dcl | ntxent.")] = "gamma",
     epochs: Annotated[int, typer.Option(min=1, help="Per-trial training: at most this many epochs...")] = 3,
     trial_seconds: Annotated[
         Optional[float], typer.Option("--trial-seconds", help="...and at most this many seconds.")

@@ -1,9 +1,9 @@
-"""Contrastive task models: data, augmentations, losses (NT-Xent and the decomposable
-Gamma loss), pretraining and linear-probe evaluation."""
+"""Contrastive task models: data, augmentations, losses (NT-Xent, DCL, SogCLR and the
+decomposable Gamma loss), pretraining and linear-probe evaluation."""
 
 from nasctl.contrastive.augment import AugmentConfig
 from nasctl.contrastive.data import ImageData, load_data
-from nasctl.contrastive.losses import LOSSES, GammaLoss, NTXentLoss, nt_xent
+from nasctl.contrastive.losses import LOSSES, DCLLoss, GammaLoss, NTXentLoss, SogCLRLoss, nt_xent
 from nasctl.contrastive.pretrain import (
     PretrainConfig,
     PretrainResult,
@@ -18,11 +18,13 @@ from nasctl.contrastive.probe import evaluate, knn_accuracy, linear_probe
 __all__ = [
     "LOSSES",
     "AugmentConfig",
+    "DCLLoss",
     "GammaLoss",
     "ImageData",
     "NTXentLoss",
     "PretrainConfig",
     "PretrainResult",
+    "SogCLRLoss",
     "TrainingDiverged",
     "evaluate",
     "knn_accuracy",
