@@ -21,7 +21,7 @@ Task (instance discrimination with rare hard negatives, every number a CLI defau
   ``Z_i`` at ``t = 0.1``, but it is 1 of the 63 other points: a batch of 4 samples misses it
   ~95% of the time, the regime where the log of a minibatch mean is most biased.
 * Training: batches of B samples (B = 4 or 8; 2B views) drawn uniformly without
-  replacement within a step, Adam with cosine decay to 0 over 4000 steps, temperature 0.1.
+  replacement within a step, Adam with cosine decay to 0 over 2000 steps, temperature 0.1.
   For each seed, every loss starts from the same initialisation and sees the same batches
   and views (the Gamma draws have their own stream); only the loss differs. For ``sogclr``
   and ``gamma`` the per-sample estimates ``Zhat`` start, as in ``nasctl pretrain``, from a
@@ -253,7 +253,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)), help="Reported seeds.")
     ap.add_argument("--tuning-seeds", type=int, nargs="+", default=[100, 101])
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--pairs", type=int, default=16)

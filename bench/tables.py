@@ -130,46 +130,102 @@ def latency_speed(d: dict) -> str:
     )
 
 
-def contrastive_compare(d: dict) -> str:
+def contrastive_sweep(d: dict) -> str:
     c = d["config"]
-    t = d["table"]
-    rows = [[name, _ms(row["linear_probe"]), _ms(row["knn"])] for name, row in t.items()]
+    rows = [
+        [f"{row['shape']:g}", f"{row['momentum']:g}", _ms(row["val_linear_probe"])]
+        for row in sorted(d["table"].values(), key=lambda r: -r["val_linear_probe"]["mean"])
+    ]
+    best = d["best"]
     return "\n\n".join(
         [
             _head(d),
-            f"{c['steps']} steps at batch {c['batch_size']}, seeds {c['seeds']}, mean ± std",
-            _table(["backbone", "linear probe (test)", "kNN (test)"], rows),
+            f"gamma, {c['steps']} steps at batch {c['batch_size']}, tuning seeds {c['seeds']}, "
+            f"validation linear probe; best: a = {best['shape']:g}, momentum {best['momentum']:g}",
+            _table(["shape a", "momentum", "linear probe (val)"], rows),
         ]
     )
 
 
-def contrastive_batch_size(d: dict) -> str:
+def _ci(p: dict, scale: float = 1, digits: int = 1) -> str:
+    lo, hi = p["ci95"]
+    return f"{scale * p['mean']:+.{digits}f} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
+
+
+def contrastive_compare(d: dict) -> str:
     c = d["config"]
     t = d["table"]
-    rows = [
+    rows = []
+    for bs in c["batch_sizes"]:
+        for loss in c["loss"]:
+            row = t[f"{loss}/{bs}"]
+            rows.append(
+                [
+                    f"{loss}",
+                    f"{bs}",
+                    f"{row['lr']:g}",
+                    f"{row['epochs_done']:.1f}",
+                    _ms(row["linear_probe"]),
+                    _ms(row["knn"]),
+                ]
+            )
+    r = t["random_init"]
+    rows.append(["random init (BN recalibrated)", "", "", "", _ms(r["linear_probe"]), _ms(r["knn"])])
+    pairs = [
         [
-            str(bs),
-            f"{t[f'gamma/{bs}']['epochs_done']:.1f}",
-            _ms(t[f"gamma/{bs}"]["linear_probe"]),
-            _ms(t[f"ntxent/{bs}"]["linear_probe"]),
+            name.split("/")[2].replace("gamma-", "gamma − "),
+            name.split("/")[1].removeprefix("bs"),
+            name.split("/")[0],
+            _ci(p),
         ]
-        for bs in c["batch_sizes"]
+        for name, p in d["paired_gamma_minus"].items()
     ]
     return "\n\n".join(
         [
             _head(d),
-            f"{c['steps']} steps every run, seeds {c['seeds']}",
-            _table(["batch", "epochs", "gamma", "ntxent"], rows),
+            f"{c['steps']} steps every run, lr {c['base_lr']:g} × batch / 32, seeds {c['seeds']}, mean ± std",
+            _table(["loss", "batch", "lr", "epochs", "linear probe (test)", "kNN (test)"], rows),
+            "paired by seed (points), mean [95% t-interval]",
+            _table(["difference", "batch", "metric", "points"], pairs),
         ]
     )
 
 
 def contrastive_synthetic(d: dict) -> str:
-    rows = [
-        [n, f"{s['reached']}/{s['runs']}", f"{s['mean']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}"]
-        for n, s in d["summary"].items()
+    c = d["config"]
+    order = ("ntxent", "dcl", "sogclr", "gamma")
+    rows, pairs = [], []
+    for cell in d["cells"].values():
+        n, b = f"{cell['noise']:g}", str(cell["batch"])
+        rows.append(
+            [n, b]
+            + [f"{r['mean']:.3f} ({r['reached_0.99']}/{len(r['finals'])})" for r in (cell["losses"][o] for o in order)]
+        )
+        pairs.append(
+            [n, b]
+            + [
+                f"{_ci(p, 1, 3)}, p = {p['wilcoxon_p']:.2f}"
+                for p in (cell["paired_gamma_minus"][o] for o in order[:-1])
+            ]
+        )
+    tuned = [
+        f"noise {cell['noise']:g}, batch {cell['batch']}: "
+        + "; ".join(
+            f"{loss} " + ", ".join(f"{k} {v:g}" for k, v in cell["losses"][loss]["hyperparameters"].items())
+            for loss in order
+        )
+        for cell in d["cells"].values()
     ]
-    return "\n\n".join([_head(d), _table(["loss", "runs reaching >= 0.99", "mean", "min", "max"], rows)])
+    return "\n\n".join(
+        [
+            _head(d),
+            f"{len(c['seeds'])} reported seeds, {c['steps']} steps; final retrieval accuracy, mean (runs >= 0.99)",
+            _table(["noise", "batch", *order], rows),
+            "gamma minus each other loss, paired by seed: mean [95% t-interval], Wilcoxon p",
+            _table(["noise", "batch", *(f"gamma − {o}" for o in order[:-1])], pairs),
+            "tuned (on seeds " + ", ".join(map(str, c["tuning_seeds"])) + "):\n" + "\n".join(f"- {t}" for t in tuned),
+        ]
+    )
 
 
 def search_quality(d: dict) -> str:
@@ -279,8 +335,8 @@ TABLES = {
     "latency_accuracy": latency_accuracy,
     "measure_modes": measure_modes,
     "latency_speed": latency_speed,
+    "contrastive_sweep": contrastive_sweep,
     "contrastive_compare": contrastive_compare,
-    "contrastive_batch_size": contrastive_batch_size,
     "contrastive_synthetic": contrastive_synthetic,
     "search_quality": search_quality,
     "search_scaling": search_scaling,

@@ -160,3 +160,16 @@ def test_runs_of_different_losses_with_one_seed_draw_the_same_batches_and_views(
         assert len(seen[loss]) == 4, loss
     for loss in LOSSES[1:]:
         assert all(torch.equal(a, b) for a, b in zip(seen[LOSSES[0]], seen[loss], strict=True)), loss
+
+
+def test_cli_defaults_are_the_library_defaults():
+    """``nasctl pretrain``'s loss options default to ``PretrainConfig``'s (the values the
+    defaults sweep chose), so the command and the Python API train the same way."""
+    import inspect
+
+    from nasctl.cli.pretrain import pretrain as pretrain_command
+
+    params = inspect.signature(pretrain_command).parameters
+    defaults = PretrainConfig()
+    for name in ("loss", "lr", "temperature", "gamma_shape", "gamma_momentum", "batch_size", "epochs"):
+        assert params[name].default == getattr(defaults, name), name
