@@ -45,7 +45,7 @@ def pretrain(
     temperature: Annotated[float, typer.Option(help="Similarity temperature t.")] = 0.2,
     gamma_shape: Annotated[
         float, typer.Option(help="gamma: shape a of the Gamma draws (1 = exact; larger = less noise).")
-    ] = 8.0,
+    ] = 1.0,
     gamma_momentum: Annotated[
         float,
         typer.Option(

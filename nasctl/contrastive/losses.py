@@ -218,8 +218,8 @@ class PartitionEstimateLoss(nn.Module):
             prior = torch.where(seen, self.log_z_hat[index], first_prior)
             if self.drift_correction and bool(seen.any()):
                 # Optional, off by default: rescale the (epoch-old) stored estimates by the
-                # batch-wide drift. It collapses with tiny batches and heavy-tailed Z
-                # on the synthetic benchmark (bench/contrastive_synthetic.py).
+                # batch-wide drift. Not benchmarked now; an earlier synthetic benchmark saw it
+                # collapse with 4-sample batches and heavy-tailed Z.
                 log_drift = torch.logsumexp(per_sample[seen], 0) - torch.logsumexp(prior[seen], 0)  # ratio of means
                 prior = torch.where(seen, prior + log_drift, prior)
             log_u = self.log_weights(torch.cat([prior, prior]))
