@@ -7,7 +7,8 @@ seeds, and reports mean +- std (population std over the seeds). Finished runs ar
 its loss (the Gamma draws and gamma's initial pass have streams of their own).
 
 ``sweep``: the library defaults of the Gamma loss (shape a, momentum m) chosen on tuning
-seeds kept apart from the reported ones (default 10 and 11; the reported seeds are 0-2):
+seeds kept apart from the reported ones (default seed 10 alone, for the 2-core machine's
+budget; the reported seeds are 0-2):
 gamma at every (a, m) of a grid, 300 steps at batch 32, scored by the linear probe's
 *validation* accuracy (the test split is not looked at). Written to
 ``results/contrastive_sweep.json``.
@@ -20,7 +21,7 @@ and kNN on the test split, and
 the same probe on the untrained (random-init, BatchNorm recalibrated) backbone of each
 seed. Written to ``results/contrastive_compare.json``.
 
-    python bench/contrastive_digits.py sweep [--shapes 1 8] [--momenta 0.1 0.5 0.9] [--seeds 10 11]
+    python bench/contrastive_digits.py sweep [--shapes 1 8] [--momenta 0.1 0.5 0.9] [--seeds 10]
     python bench/contrastive_digits.py compare [--steps 300] [--batch-sizes 16 32] [--seeds 0 1 2]
 """
 
@@ -226,7 +227,7 @@ def main() -> None:
     w.add_argument("--momenta", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     w.add_argument("--steps", type=int, default=300)
     w.add_argument("--batch-size", type=int, default=32)
-    w.add_argument("--seeds", type=int, nargs="+", default=[10, 11], help="Tuning seeds (not the reported ones).")
+    w.add_argument("--seeds", type=int, nargs="+", default=[10], help="Tuning seeds (not the reported ones).")
     c = sub.add_parser("compare")
     c.add_argument("--steps", type=int, default=300)
     c.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
