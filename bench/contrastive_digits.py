@@ -203,7 +203,9 @@ def paired_differences(done, keys, args) -> dict:
     95% t-interval over the seeds."""
     from scipy import stats
 
-    out = {}
+    out: dict = {}
+    if "gamma" not in args.loss:
+        return out
     for bs in args.batch_sizes:
         for other in [x for x in args.loss if x != "gamma"]:
             for metric in ("linear_probe_accuracy", "knn_accuracy"):

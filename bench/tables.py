@@ -204,7 +204,7 @@ def contrastive_synthetic(d: dict) -> str:
         pairs.append(
             [n, b]
             + [
-                f"{_ci(p, 1, 3)}, p = {p['wilcoxon_p']:.2f}"
+                f"{_ci(p, 1, 3)}, p = {p['wilcoxon_p']:.2g}"
                 for p in (cell["paired_gamma_minus"][o] for o in order[:-1])
             ]
         )
