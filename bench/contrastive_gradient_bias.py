@@ -16,12 +16,15 @@ Set-up, for two tasks:
 * ``synthetic``: the instance-discrimination task with rare hard negatives of
   bench/contrastive_synthetic.py (n = 64 points in R^16, 16 near-duplicate pairs, heavy
   nuisance noise on the views), a linear 16 -> 6 encoder without bias, trained with
-  ``gamma`` at batch 4, Adam lr 0.04 with cosine decay over 4000 steps, temperature 0.1.
+  ``gamma`` at batch 4, Adam with cosine decay over 2000 steps, temperature 0.1, with the
+  settings bench/contrastive_synthetic.py tuned for gamma at noise 1, batch 4 (lr 0.02,
+  shape a = 16, momentum 0.02; ``--synthetic-lr``, ``--synthetic-shape``,
+  ``--synthetic-momentum``).
   Zhat is started, as ``initial_log_partitions`` does for images, by a no-grad pass: one
   noisy view per point, log Z from it to the other points' views. Measured at batches 4, 8.
 
-Both runs use ``PretrainConfig``'s Gamma defaults (shape a = 8, momentum 0.9) unless
-``--shape`` / ``--momentum`` say otherwise. K checkpoints (``--checkpoints``, evenly spaced,
+The digits run uses ``PretrainConfig``'s Gamma defaults (shape a = 1, the exact identity,
+and momentum 0.9) unless ``--shape`` / ``--momentum`` say otherwise. K checkpoints (``--checkpoints``, evenly spaced,
 step 0 and the last step included) keep the parameters (BatchNorm's running statistics
 too) and the loss's per-sample estimates ``log Zhat``.
 
@@ -54,6 +57,16 @@ E of the fixed views' embeddings (float64 for every loss computation):
   embeddings of fresh random views, the measurement uses eval-mode embeddings of fixed
   views; at step 0, BatchNorm's running statistics are still at their initial values and
   the eval-mode embeddings of digits are nearly collapsed, see ``mean_negative_cosine``.)
+* paired estimate of the bias: every row's g_b is paired with a control c_b on the same
+  batch whose expectation is g exactly, and the bias is estimated from d_b = g_b - c_b,
+  whose mean is E[g_b] - g and whose variance is far smaller than g_b's (the positives'
+  terms cancel; log Zbatch_i and Zbatch_i / Z_i agree to first order). Control for the
+  decoupled rows: the M-step with each view's exact Z_i (the ``sogclr (exact per-view Z)``
+  row itself). Control for ``ntxent``: ``mean_i(-s_i+ + (exp(s_i+) + (2N - 2) Zbatch_i) / W_i)``
+  with W_i = exp(s_i+) + (2N - 2) Z_i the exact full-data NT-Xent sum: linear in Zbatch_i,
+  so its expected gradient is that of ``mean_i(-s_i+ + log W_i)``, full NT-Xent. The same
+  statistics from d_b are stored under ``paired``; this is what resolves biases of a few
+  percent of ||g|| that the direct estimate at M = 2000 cannot.
 * closed form: for fixed estimates, the M-step of ``sogclr`` and ``gamma`` is linear in the
   minibatch estimate Zbatch_i, so E[g_b] is the gradient of ``mean_i(-s_i+ + Z_i / Zhat_i)``
   (gamma's draws have mean 1 / Zhat_i: the same). Its distance to g is
@@ -77,26 +90,29 @@ Two spaces: (a) embedding space, gradients with respect to the whole 2N x d matr
 mode every minibatch gradient is J^T g_b (J the Jacobian of the embeddings in the
 parameters), so the full gradient is J^T g and E[J^T g_b] = J^T E[g_b], each one
 vector-Jacobian product (one backward pass over the fixed views). Digits: E[g_b] is the
-measured mean for ``ntxent`` and ``dcl``, the closed form for ``sogclr`` and ``gamma`` (their
-parameter-space bias is then exact, marked * in the table); tr Cov comes from
-``--m-param`` minibatch backward passes (the batch's views forwarded alone), as the mean
-squared distance to E[J^T g_b]; the per-view rows stay in embedding space. The linear
-synthetic encoder (J^T G = G^T V, V the views) does everything with all M minibatches.
+measured mean (and the paired mean, J^T of the mean of d_b) for ``ntxent`` and ``dcl``, the
+closed form for ``sogclr`` and ``gamma`` (their parameter-space bias is then exact, marked *
+in the table); tr Cov comes from ``--m-param`` minibatch backward passes (the batch's views
+forwarded alone), as the mean squared distance to E[J^T g_b] (and to E[J^T d_b]); the
+per-view rows stay in embedding space. The linear synthetic encoder (J^T G = G^T V, V the
+views) does everything with all M minibatches.
 
 What to expect (the sanity check, printed at the end): with exact Z, ``gamma`` and
 ``sogclr`` are unbiased: the per-view rows' noise_ratio is about 1 (their M-step gradient
 is linear in Zbatch_i, an unbiased estimate of Z_i when batches are uniform without
 replacement over the other samples); the per-sample exact rows carry only the small
 bias of the shared estimate, equal to its closed form. ``dcl``'s and ``ntxent``'s bias is
-clearly above 0 at the small batch (the log of a minibatch mean) once the embeddings are
-not collapsed. With the trained, stale Zhat, ``gamma`` and ``sogclr`` carry the bias of the
+above 0 at the small batch (the log of a minibatch mean): the paired noise_ratio is
+clearly above 1 (how large the bias is relative to ||g|| depends on the task and the
+checkpoint). With the trained, stale Zhat, ``gamma`` and ``sogclr`` carry the bias of the
 stale weights 1 / Zhat (the closed form says how much); ``gamma``'s Gamma draws add
 variance, not bias, to ``sogclr``'s.
 
-Cost: the default run takes about 22 minutes on one thread of a shared 2-core CPU (digits
-about 19: per checkpoint about 90 s of embedding-space minibatches, 80 s of backward passes
-for the vector-Jacobian products, 90 s of parameter-space minibatches). ``--m-param``
-defaults to 12 to fit that budget.
+Cost: the default run took 17 minutes on one thread of a shared 2-core CPU: digits'
+training 2 minutes, each digits checkpoint 3.3 (0.8 of embedding-space minibatches, 1.7 of
+backward passes for the 12 vector-Jacobian products, 1 of parameter-space minibatches),
+the synthetic task 1.7 in all. ``--m-param`` defaults to 8 (the parameter-space variance
+is the least precise number here); each 8 more add about 4 minutes.
 
 Output: a table per task, ``results/contrastive_gradient_bias.json`` (everything, per task,
 checkpoint, loss and batch, with the training runs' configs) and
@@ -106,8 +122,8 @@ and the training runs' checkpoints in ``bench/cache/`` (``.npz``), so an interru
 resumes; ``--fresh`` starts over.
 
     python bench/contrastive_gradient_bias.py [--tasks digits synthetic] [--checkpoints 4] [--m 2000]
-        [--m-param 12] [--digits-steps 300] [--digits-batches 32 64] [--synthetic-steps 4000]
-        [--synthetic-batches 4 8] [--seed 0] [--shape 8] [--momentum 0.9] [--threads 1] [--fresh]
+        [--m-param 8] [--digits-steps 300] [--digits-batches 32 64] [--synthetic-steps 2000]
+        [--synthetic-batches 4 8] [--seed 0] [--shape 1] [--momentum 0.9] [--threads 1] [--fresh]
 """
 
 from __future__ import annotations
@@ -276,11 +292,16 @@ class DigitsTask:
                 out[i] += torch.cat([x.reshape(-1) for x in gs]).double()
         return out
 
-    def batch_param_grad(self, views: torch.Tensor, rows: torch.Tensor, loss_of) -> torch.Tensor:
-        """The parameter gradient of one minibatch: its views forwarded alone (eval mode)."""
+    def batch_param_grads(self, views: torch.Tensor, rows: torch.Tensor, losses_of) -> list[torch.Tensor]:
+        """Parameter gradients of the losses ``losses_of(z)`` of one minibatch, its views forwarded
+        alone (eval mode)."""
         z = torch.cat([self.model(views[rows[c : c + CHUNK]]) for c in range(0, len(rows), CHUNK)]).double()
-        gs = torch.autograd.grad(loss_of(z), self.params())
-        return torch.cat([x.reshape(-1) for x in gs]).double()
+        losses = losses_of(z)
+        out = []
+        for i, loss in enumerate(losses):
+            gs = torch.autograd.grad(loss, self.params(), retain_graph=i < len(losses) - 1)
+            out.append(torch.cat([x.reshape(-1) for x in gs]).double())
+        return out
 
 
 class SyntheticTask:
@@ -303,10 +324,10 @@ class SyntheticTask:
             "loss": "gamma",
             "steps": a.synthetic_steps,
             "batch_size": 4,
-            "lr": 0.04,
+            "lr": a.synthetic_lr,
             "temperature": 0.1,
-            "gamma_shape": a.shape,
-            "gamma_momentum": a.momentum,
+            "gamma_shape": a.synthetic_shape,
+            "gamma_momentum": a.synthetic_momentum,
             "seed": a.seed,
             "optimiser": "Adam, cosine decay to 0",
             "zhat_start": "no-grad pass: one view per point, log Z over the other points' views",
@@ -379,7 +400,8 @@ def trained(task, a: argparse.Namespace) -> dict:
     c = task.config
     steps = checkpoint_steps(c["steps"], a.checkpoints)
     path = CACHE / (
-        f"{task.name}_steps{c['steps']}_k{len(steps)}_seed{c['seed']}_a{c['gamma_shape']:g}_m{c['gamma_momentum']:g}.npz"
+        f"{task.name}_steps{c['steps']}_k{len(steps)}_seed{c['seed']}_a{c['gamma_shape']:g}_m{c['gamma_momentum']:g}"
+        f"_lr{c['lr']:g}.npz"
     )
     if path.is_file() and not a.fresh:
         with np.load(path, allow_pickle=False) as f:
@@ -443,6 +465,27 @@ def expected_gradient(e: torch.Tensor, n: int, t: float, log_z_hat_view: torch.T
     return g
 
 
+def trace_cov(sum_sq: float, mean: torch.Tensor, m: int) -> float:
+    """tr Cov of M vectors from the sum of their squared norms and their mean."""
+    return max(0.0, (sum_sq - m * float((mean * mean).sum())) / (m - 1))
+
+
+def paired_stats(mean_d: torch.Tensor, g: torch.Tensor, tr_cov_d: float, m: int) -> dict:
+    """The bias from the paired differences d_b = g_b - c_b (c_b an unbiased control on the same
+    batch): E[d_b] = E[g_b] - g, estimated with the variance of d_b instead of g_b's."""
+    g2 = float((g * g).sum())
+    d2 = float((mean_d * mean_d).sum())
+    noise = tr_cov_d / m
+    return {
+        "bias_cosine": float(F.cosine_similarity((g + mean_d).reshape(1, -1), g.reshape(1, -1))[0]),
+        "relative_bias": math.sqrt(max(0.0, d2 - noise) / g2),
+        "relative_bias_raw": math.sqrt(d2 / g2),
+        "noise_ratio": d2 / noise if noise > 0 else None,
+        "noise_relative": math.sqrt(noise / g2),
+        "variance": tr_cov_d / g2,
+    }
+
+
 def closed_form_stats(expected: torch.Tensor, g: torch.Tensor, tr_cov: float) -> dict:
     """``stats`` for a known E[g_b] (no finite-M noise): cosine and relative bias exact."""
     g2 = float((g * g).sum())
@@ -482,77 +525,123 @@ def measure_checkpoint(task, snap: dict, k: int, a: argparse.Namespace) -> dict:
         "view_log_z_abs_difference": {"median": float(view_gap.median()), "p90": float(torch.quantile(view_gap, 0.9))},
         "rows": {},
     }
+    # Control variates, unbiased by construction (E = g exactly), evaluated on the same batches:
+    # the difference d_b = g_b - c_b has mean E[g_b] - g, the bias, with far less variance than
+    # g_b (the positives' terms cancel; log Zbatch and Zbatch / Z agree to first order).
+    # Decoupled rows: the M-step with each view's exact Z_i (the "sogclr (exact per-view Z)" row).
+    # ntxent: the M-step of log W_i, W_i = exp(s_i+) + (2N - 2) Z_i the full-data NT-Xent sum,
+    # ``(exp(s_i+) + (2N - 2) Zbatch_i) / W_i``, linear in Zbatch_i with W_i exact.
+    with torch.no_grad():
+        s_pos_full, _ = positive_and_log_partition(similarities(e[:n], e[n:], temp))
+    log_w = torch.logaddexp(s_pos_full, math.log(2 * n - 2) + log_z_view)
+
+    def control(z: torch.Tensor, p: torch.Tensor, kind: str) -> torch.Tensor:
+        b, rows = len(p), torch.cat([p, p + n])
+        s_pos, log_z_batch = positive_and_log_partition(similarities(z[:b], z[b:], temp))
+        if kind == "ntxent":
+            return (-s_pos + torch.exp(torch.logaddexp(s_pos, math.log(2 * n - 2) + log_z_batch) - log_w[rows])).mean()
+        return m_step_loss_log(s_pos, log_z_batch, -log_z_view[rows])
+
     means, covs, pcovs, loss_fns = {}, {}, {}, {}
+    dmeans, dcovs, pdcovs = {}, {}, {}  # the paired differences d_b
     for bsz in task.batches:
+        gen = torch.Generator().manual_seed(a.seed * 2**16 + BATCH_STREAM + 97 * k + bsz)  # same for every loss
+        batches = [torch.randperm(n, generator=gen)[:bsz] for _ in range(a.m)]
+        controls = {}
+        for kind in ("ntxent", "decoupled"):
+            controls[kind] = []
+            for p in batches:
+                zb = e[torch.cat([p, p + n])].clone().requires_grad_()
+                controls[kind].append(torch.autograd.grad(control(zb, p, kind), zb)[0])
+        shape, momentum = task.config["gamma_shape"], task.config["gamma_momentum"]
         for label, loss_name, source in ROWS:
-            fn = make_loss(loss_name, task.n_samples, temp, a.shape, a.momentum, seed=a.seed + 17).double()
+            fn = make_loss(loss_name, task.n_samples, temp, shape, momentum, seed=a.seed + 17).double()
             rng = np.random.default_rng([a.seed, 17, bsz])
+            kind = "ntxent" if loss_name == "ntxent" else "decoupled"
 
             def loss_of(
-                z: torch.Tensor, p: torch.Tensor, fn=fn, name=loss_name, source=source, rng=rng
+                z: torch.Tensor, p: torch.Tensor, fn=fn, name=loss_name, source=source, rng=rng, shape=shape
             ) -> torch.Tensor:
                 b = len(p)
                 if source == "view":  # the library's M-step, one exact log Z_i per view (not the module)
                     s_pos, log_z_batch = positive_and_log_partition(similarities(z[:b], z[b:], temp))
                     lz = log_z_view[torch.cat([p, p + n])]
-                    log_u = -lz if name == "sogclr" else sample_log_u(lz, a.shape, rng)
+                    log_u = -lz if name == "sogclr" else sample_log_u(lz, shape, rng)
                     return m_step_loss_log(s_pos, log_z_batch, log_u)
                 if source is not None:
                     fn.init_estimates(zhat[source])  # the state does not move while measuring
                 return fn(z[:b], z[b:], ids[p])[0]
 
-            loss_fns[(label, bsz)] = loss_of
-            gen = torch.Generator().manual_seed(a.seed * 2**16 + BATCH_STREAM + 97 * k + bsz)  # same for every loss
-            total = torch.zeros_like(e)
-            sq, ptotal, psq = 0.0, None, 0.0
-            for _ in range(a.m):
-                p = torch.randperm(n, generator=gen)[:bsz]
+            loss_fns[(label, bsz)] = (loss_of, kind)
+            total, total_d = torch.zeros_like(e), torch.zeros_like(e)
+            sq = sq_d = psq = psq_d = 0.0
+            ptotal = ptotal_d = 0.0
+            for p, c in zip(batches, controls[kind], strict=True):
                 rows = torch.cat([p, p + n])
                 zb = e[rows].clone().requires_grad_()  # the batch's rows of E: g_b is zero elsewhere
                 (gb,) = torch.autograd.grad(loss_of(zb, p), zb)
+                d = gb - c
                 total.index_add_(0, rows, gb)
+                total_d.index_add_(0, rows, d)
                 sq += float((gb * gb).sum())
+                sq_d += float((d * d).sum())
                 if task.linear:  # parameter space directly: dL/dW = g_b^T V_b
-                    pg = (gb.T @ views[rows]).reshape(-1)
-                    ptotal = pg.clone() if ptotal is None else ptotal + pg
+                    pg, pd = (gb.T @ views[rows]).reshape(-1), (d.T @ views[rows]).reshape(-1)
+                    ptotal, ptotal_d = ptotal + pg, ptotal_d + pd
                     psq += float((pg * pg).sum())
-            mean = total / a.m
-            means[(label, bsz)] = mean
-            covs[(label, bsz)] = max(0.0, (sq - a.m * float((mean * mean).sum())) / (a.m - 1))
+                    psq_d += float((pd * pd).sum())
+            key = (label, bsz)
+            means[key], dmeans[key] = total / a.m, total_d / a.m
+            covs[key] = trace_cov(sq, means[key], a.m)
+            dcovs[key] = trace_cov(sq_d, dmeans[key], a.m)
             if task.linear:
-                pm = ptotal / a.m
-                pcovs[(label, bsz)] = max(0.0, (psq - a.m * float((pm * pm).sum())) / (a.m - 1))
+                pcovs[key] = trace_cov(psq, ptotal / a.m, a.m)
+                pdcovs[key] = trace_cov(psq_d, ptotal_d / a.m, a.m)
+        del controls
     t_emb = time.perf_counter() - t0
     # Parameter space: J^T of the full gradients and of the expected minibatch gradients. For
     # sogclr and gamma, E[g_b] is known in closed form (and checked against the measured mean in
     # embedding space): digits takes J^T of it, one backward pass instead of one per row; ntxent
     # and dcl (and every row of the linear synthetic encoder, where it is free) take J^T of the
-    # measured mean.
+    # measured mean and of the paired differences' mean.
     measured = [x for x in means if task.linear or ROW_SOURCE[x[0]] is None]
     cotangents = [full["ntxent"], full["decoupled"], expected["trained"], expected["exact"]]
-    vecs = task.vjp(views, cotangents + [means[x] for x in measured])
+    vecs = task.vjp(views, cotangents + [means[x] for x in measured] + [dmeans[x] for x in measured])
     pfull = {"ntxent": vecs[0], "decoupled": vecs[1]}
     pexpected = {"trained": vecs[2], "exact": vecs[3], "view": vecs[1]}  # per view: E[g_b] = g exactly
-    pmean = dict(zip(measured, vecs[4:], strict=True))
+    pmean = dict(zip(measured, vecs[4 : 4 + len(measured)], strict=True))
+    pdmean = dict(zip(measured, vecs[4 + len(measured) :], strict=True))
     t_vjp = time.perf_counter() - t0 - t_emb
-    if not task.linear:  # tr Cov from --m-param minibatch backward passes, around E[g_b]
+    if not task.linear:  # tr Cov from --m-param minibatch backward passes, around E[g_b] (and E[d_b])
         for key in [x for x in means if x[0] not in EMBEDDING_ONLY]:
             centre = pmean[key] if key in pmean else pexpected[ROW_SOURCE[key[0]]]
+            f, kind = loss_fns[key]
             gen = torch.Generator().manual_seed(a.seed * 2**16 + PARAM_STREAM + 97 * k + key[1])
-            dev = 0.0
+            dev = dev_d = 0.0
             for _ in range(a.m_param):
                 p = torch.randperm(n, generator=gen)[: key[1]]
-                pg = task.batch_param_grad(views, torch.cat([p, p + n]), lambda z, p=p, f=loss_fns[key]: f(z, p))
-                dev += float(((pg - centre) ** 2).sum())
+
+                def losses(z: torch.Tensor, p=p, f=f, kind=kind, paired=key in pdmean) -> list[torch.Tensor]:
+                    loss = f(z, p)
+                    return [loss, loss - control(z, p, kind)] if paired else [loss]
+
+                pgs = task.batch_param_grads(views, torch.cat([p, p + n]), losses)
+                dev += float(((pgs[0] - centre) ** 2).sum())
+                if key in pdmean:
+                    dev_d += float(((pgs[1] - pdmean[key]) ** 2).sum())
             pcovs[key] = dev / a.m_param
+            if key in pdmean:
+                pdcovs[key] = dev_d / a.m_param
     for label, loss_name, source in ROWS:
         obj = "ntxent" if loss_name == "ntxent" else "decoupled"
         out["rows"][label] = {}
         for bsz in task.batches:
             key = (label, bsz)
             emb = stats(means[key], full[obj], covs[key], a.m)
+            emb["paired"] = paired_stats(dmeans[key], full[obj], dcovs[key], a.m)
             if key in pmean:
                 par = stats(pmean[key], pfull[obj], pcovs[key], a.m)
+                par["paired"] = paired_stats(pdmean[key], pfull[obj], pdcovs[key], a.m)
                 par["variance_batches"] = a.m if task.linear else a.m_param
             elif key in pcovs:  # digits' sogclr and gamma rows: E[g_b] in closed form (M infinite)
                 par = closed_form_stats(pexpected[source], pfull[obj], pcovs[key])
@@ -577,11 +666,13 @@ def measure_checkpoint(task, snap: dict, k: int, a: argparse.Namespace) -> dict:
 # ------------------------------------------------------------------------------- output
 def print_table(name: str, ckpts: list[dict], batches: list[int]) -> None:
     print(
-        f"\n{name}, per checkpoint step: embedding space: bias cosine, corrected relative bias, variance; "
-        "parameter space: bias cosine, corrected relative bias (* closed form E[g_b])"
+        f"\n{name}, per checkpoint step. Embedding space: cos = bias cosine cos(mean g_b, g); bias = corrected "
+        "relative bias, direct; pair = the same from the paired differences with an unbiased control; var = "
+        "tr Cov / ||g||^2. Parameter space: pcos = bias cosine; pbias = corrected relative bias, paired "
+        "(* = closed form E[g_b], no finite-M noise)"
     )
     head = f"{'loss':26s} {'B':>3s} |" + "|".join(
-        f" step {c['step']:>5d}: cos    bias     var   pcos   pbias " for c in ckpts
+        f" step {c['step']:>5d}:   cos    bias    pair     var    pcos    pbias " for c in ckpts
     )
     print(head)
     print("-" * len(head))
@@ -593,10 +684,14 @@ def print_table(name: str, ckpts: list[dict], batches: list[int]) -> None:
                 e, p = r["embedding"], r["parameter"]
                 if p:
                     star = "*" if p.get("closed_form") else " "
-                    par = f"{p['bias_cosine']:.4f}{star} {p['relative_bias']:.4f}{star}"
+                    pb = p["paired"]["relative_bias"] if "paired" in p else p["relative_bias"]
+                    par = f"{p['bias_cosine']:.4f}{star} {pb:.4f}{star}"
                 else:
                     par = f"{'-':>7s} {'-':>7s}"
-                cells.append(f"{e['bias_cosine']:11.4f} {e['relative_bias']:7.4f} {e['variance']:7.2f} {par}")
+                cells.append(
+                    f"{e['bias_cosine']:13.4f} {e['relative_bias']:7.4f} {e['paired']['relative_bias']:7.4f} "
+                    f"{e['variance']:7.2f} {par}"
+                )
             print(f"{label:26s} {b:>3d} |" + " |".join(cells))
     print(
         "noise floor of the embedding-space cosine (an unbiased estimator at this M), smallest batch: "
@@ -620,9 +715,9 @@ def print_table(name: str, ckpts: list[dict], batches: list[int]) -> None:
 
 SANITY_RULE = (
     "at the smallest batch, embedding space: the per-view exact-Z rows of gamma and sogclr unbiased "
-    "(noise_ratio < 1.5); the per-sample exact-Zhat rows' measured bias equal to their closed form (within "
-    "25% + half the relative noise sqrt(tr Cov / M) / ||g||); dcl and ntxent biased (noise_ratio > 1.5) at every "
-    "checkpoint after step 0"
+    "(direct noise_ratio < 1.5, and gamma's paired noise_ratio < 1.5); the per-sample exact-Zhat rows' paired "
+    "bias equal to their closed form (within 25% + half the paired relative noise + 0.005); dcl and ntxent "
+    "biased (paired noise_ratio > 1.5) at every checkpoint after step 0"
 )
 
 
@@ -631,25 +726,32 @@ def sanity(name: str, ckpts: list[dict], batches: list[int]) -> dict:
     small = str(batches[0])
     per_view = ("gamma (exact per-view Z)", "sogclr (exact per-view Z)")
     per_sample = ("gamma (exact Zhat)", "sogclr (exact Zhat)")
-    print(f"\n{name} sanity, B={small}: corrected relative bias [closed form] (noise ratio, about 1 if unbiased)")
+    print(
+        f"\n{name} sanity, B={small}: corrected relative bias, direct / paired [closed form] "
+        "(direct / paired noise ratio, about 1 if unbiased)"
+    )
     checks = []
     for c in ckpts:
         r = {label: c["rows"][label][small]["embedding"] for label, _, _ in ROWS}
-        unbiased = all(r[x]["noise_ratio"] < 1.5 for x in per_view)
+        unbiased = (
+            all(r[x]["noise_ratio"] < 1.5 for x in per_view) and (r[per_view[0]]["paired"]["noise_ratio"] or 0.0) < 1.5
+        )
         closed = all(
-            abs(r[x]["relative_bias"] - r[x]["closed_form_relative_bias"])
-            < 0.25 * r[x]["closed_form_relative_bias"] + 0.5 * r[x]["noise_relative"]
+            abs(r[x]["paired"]["relative_bias"] - r[x]["closed_form_relative_bias"])
+            < 0.25 * r[x]["closed_form_relative_bias"] + 0.5 * r[x]["paired"]["noise_relative"] + 0.005
             for x in per_sample
         )
-        biased = c["step"] == 0 or all(r[x]["noise_ratio"] > 1.5 for x in ("dcl", "ntxent"))
+        biased = c["step"] == 0 or all((r[x]["paired"]["noise_ratio"] or 0.0) > 1.5 for x in ("dcl", "ntxent"))
         checks.append(
             {"step": c["step"], "per_view_unbiased": unbiased, "closed_form_matches": closed, "biased": biased}
         )
         cells = []
         for x in r:
+            pr = r[x]["paired"]["noise_ratio"]
             cf = f" [{r[x]['closed_form_relative_bias']:.4f}]" if "closed_form_relative_bias" in r[x] else ""
-            cells.append(f"{x} {r[x]['relative_bias']:.4f}{cf} ({r[x]['noise_ratio']:.2f})")
-        print(f"  step {c['step']:>5d}: " + ", ".join(cells))
+            ratios = f"{r[x]['noise_ratio']:.2f} / " + (f"{pr:.2f}" if pr is not None else "-")
+            cells.append(f"{x} {r[x]['relative_bias']:.4f} / {r[x]['paired']['relative_bias']:.4f}{cf} ({ratios})")
+        print(f"  step {c['step']:>5d}:\n    " + "\n    ".join(cells))
         print(
             f"    per-view exact unbiased: {unbiased}; per-sample exact matches closed form: {closed}; "
             f"dcl/ntxent biased: {biased}"
@@ -660,8 +762,9 @@ def sanity(name: str, ckpts: list[dict], batches: list[int]) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Per task: corrected relative bias (embedding space) against checkpoint step; the
-    bottom row zooms on the rows other than the trained-Zhat sogclr and gamma."""
+    """Per task: corrected relative bias (embedding space) against checkpoint step, estimated
+    directly (top) and from the paired differences (bottom, zoomed on the rows other than the
+    trained-Zhat sogclr and gamma)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -678,10 +781,11 @@ def plot(results: dict, path: Path) -> None:
         for label, _, source in ROWS:
             for b, ls in zip(batches, ("-", "--"), strict=False):
                 y = [c["rows"][label][str(b)]["embedding"]["relative_bias"] for c in ckpts]
+                yp = [c["rows"][label][str(b)]["embedding"]["paired"]["relative_bias"] for c in ckpts]
                 if source != "trained":
-                    zoom_top = max(zoom_top, *y)
-                for ax in axes[:, col]:
-                    ax.plot(steps, y, ls=ls, marker="o", ms=3, color=COLOURS[label])
+                    zoom_top = max(zoom_top, *yp)
+                axes[0, col].plot(steps, y, ls=ls, marker="o", ms=3, color=COLOURS[label])
+                axes[1, col].plot(steps, yp, ls=ls, marker="o", ms=3, color=COLOURS[label])
         for row, ax in enumerate(axes[:, col]):
             ax.set_xlabel("training step of the checkpoint")
             ax.set_ylabel("corrected relative bias, embedding space")
@@ -691,7 +795,10 @@ def plot(results: dict, path: Path) -> None:
                 ax.set_title(f"{name}: ||E g_b - g|| / ||g||, solid B={batches[0]}, dashed B={batches[-1]}", fontsize=9)
             else:
                 ax.set_ylim(0, 1.15 * zoom_top + 1e-3)
-                ax.set_title(f"{name}: zoom on the rows other than trained-Zhat sogclr / gamma", fontsize=9)
+                ax.set_title(
+                    f"{name}: the same, paired with an unbiased control (zoom: trained-Zhat rows off the top)",
+                    fontsize=9,
+                )
     handles = [Line2D([], [], color=COLOURS[label], marker="o", ms=3, label=label) for label, _, _ in ROWS]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -706,10 +813,14 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", choices=("digits", "synthetic"), default=["digits", "synthetic"])
     ap.add_argument("--checkpoints", type=int, default=4)
     ap.add_argument("--m", type=int, default=2000, help="minibatch gradients per loss and batch (embedding space)")
-    ap.add_argument("--m-param", type=int, default=12, help="digits: minibatch backward passes for parameter variance")
+    ap.add_argument("--m-param", type=int, default=8, help="digits: minibatch backward passes for parameter variance")
     ap.add_argument("--digits-steps", type=int, default=300)
     ap.add_argument("--digits-batches", type=int, nargs="+", default=[32, 64])
-    ap.add_argument("--synthetic-steps", type=int, default=4000)
+    ap.add_argument("--synthetic-steps", type=int, default=2000)
+    # the synthetic run's gamma settings: those contrastive_synthetic.py tuned for gamma at noise 1, batch 4
+    ap.add_argument("--synthetic-lr", type=float, default=0.02)
+    ap.add_argument("--synthetic-shape", type=float, default=16.0)
+    ap.add_argument("--synthetic-momentum", type=float, default=0.02)
     ap.add_argument("--synthetic-batches", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shape", type=float, default=cfg.gamma_shape)
@@ -725,7 +836,8 @@ def main() -> None:
         task = DigitsTask(a) if name == "digits" else SyntheticTask(a)
         run = trained(task, a)
         tag = (
-            f"{name}/steps{task.config['steps']}/seed{a.seed}/a{a.shape:g}/m{a.momentum:g}/k{len(run['snaps'])}"
+            f"{name}/steps{task.config['steps']}/seed{a.seed}/a{task.config['gamma_shape']:g}"
+            f"/m{task.config['gamma_momentum']:g}/lr{task.config['lr']:g}/k{len(run['snaps'])}"
             f"/M{a.m}/Mp{a.m_param}/B{'-'.join(map(str, task.batches))}"
         )
         ckpts = []
