@@ -200,20 +200,26 @@ def run_compare(args) -> None:
 
 def paired_differences(done, keys, args) -> dict:
     """gamma minus each other loss, per batch and metric, paired by seed (points), with a
-    95% t-interval over the seeds."""
+    95% t-interval over the seeds; and gamma at the smallest batch minus each other loss
+    at the largest (the seed's "about half the batch" claim, when the largest is 2x)."""
     from scipy import stats
 
     out: dict = {}
     if "gamma" not in args.loss:
         return out
-    for bs in args.batch_sizes:
+    small, large = min(args.batch_sizes), max(args.batch_sizes)
+    pairs = [(bs, bs) for bs in args.batch_sizes] + ([(small, large)] if large > small else [])
+    for gbs, obs in pairs:
         for other in [x for x in args.loss if x != "gamma"]:
             for metric in ("linear_probe_accuracy", "knn_accuracy"):
-                d = [100 * (done[keys["gamma", bs, s]][metric] - done[keys[other, bs, s]][metric]) for s in args.seeds]
+                d = [
+                    100 * (done[keys["gamma", gbs, s]][metric] - done[keys[other, obs, s]][metric]) for s in args.seeds
+                ]
                 mean = sum(d) / len(d)
                 sd = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5
                 half = stats.t.ppf(0.975, len(d) - 1) * sd / len(d) ** 0.5
-                out[f"{metric.split('_accuracy')[0]}/bs{bs}/gamma-{other}"] = {
+                where = f"bs{gbs}" if gbs == obs else f"bs{gbs}-vs-bs{obs}"
+                out[f"{metric.split('_accuracy')[0]}/{where}/gamma-{other}"] = {
                     "values": d,
                     "mean": mean,
                     "ci95": [mean - half, mean + half],

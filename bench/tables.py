@@ -174,7 +174,7 @@ def contrastive_compare(d: dict) -> str:
     pairs = [
         [
             name.split("/")[2].replace("gamma-", "gamma − "),
-            name.split("/")[1].removeprefix("bs"),
+            name.split("/")[1].replace("bs", "").replace("-vs-", " vs "),
             name.split("/")[0],
             _ci(p),
         ]
