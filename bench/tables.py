@@ -228,6 +228,35 @@ def contrastive_synthetic(d: dict) -> str:
     )
 
 
+def contrastive_gradient_bias(d: dict) -> str:
+    """Per task and batch: the relative gradient bias ||E[g_b] - g|| / ||g|| (embedding space,
+    paired estimate) at each checkpoint; at the last checkpoint the variance tr Cov / ||g||^2
+    and the parameter-space relative bias."""
+    out = [_head(d)]
+    for task, t in d["tasks"].items():
+        ck = t["checkpoints"]
+        last = ck[-1]
+        for b in t["batches"]:
+            rows = []
+            for label in d["rows"]:
+                cells = [f"{c['rows'][label][str(b)]['embedding']['paired']['relative_bias']:.3f}" for c in ck]
+                r = last["rows"][label][str(b)]
+                par = r["parameter"]
+                pb = "–" if not par else f"{(par['paired'] if 'paired' in par else par)['relative_bias']:.3f}"
+                rows.append([label, *cells, f"{r['embedding']['variance']:.3g}", pb])
+            steps = [f"bias @ step {c['step']}" for c in ck]
+            out.append(f"{task}, batch {b}")
+            out.append(
+                _table(["loss", *steps, f"variance @ {last['step']}", f"parameter-space bias @ {last['step']}"], rows)
+            )
+        z = ", ".join(
+            f"step {c['step']}: {c['zhat_abs_log_error']['median']:.2f} / {c['zhat_abs_log_error']['p90']:.2f}"
+            for c in ck
+        )
+        out.append(f"{task}: |log Zhat − log Z| of the trained estimate, median / p90: {z}")
+    return "\n\n".join(out)
+
+
 def search_quality(d: dict) -> str:
     runs = d["runs"]
     seeds = sorted({r["seed"] for r in runs})
@@ -335,6 +364,7 @@ TABLES = {
     "latency_accuracy": latency_accuracy,
     "measure_modes": measure_modes,
     "latency_speed": latency_speed,
+    "contrastive_gradient_bias": contrastive_gradient_bias,
     "contrastive_sweep": contrastive_sweep,
     "contrastive_compare": contrastive_compare,
     "contrastive_synthetic": contrastive_synthetic,

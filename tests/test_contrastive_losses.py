@@ -173,3 +173,23 @@ def test_cli_defaults_are_the_library_defaults():
     defaults = PretrainConfig()
     for name in ("loss", "lr", "temperature", "gamma_shape", "gamma_momentum", "batch_size", "epochs"):
         assert params[name].default == getattr(defaults, name), name
+
+
+def test_the_initial_pass_does_not_use_up_the_time_budget(monkeypatch):
+    """gamma's pass over the data comes before the budget's clock: a budget shorter than the
+    pass still trains (a search's short per-trial budgets on a loaded machine), and the
+    pass's time is counted in the training seconds."""
+    import time
+
+    real = pretrain_module.initial_log_partitions
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "initial_log_partitions", slow)
+    arch = SearchSpace.load(DEFAULT_SPACE).sample(36)
+    data = load_data("digits", arch.resolution, arch.in_channels).subset(64, 16)
+    r = pretrain(arch, data, PretrainConfig(loss="gamma", epochs=50, batch_size=16, time_budget_s=0.3))
+    assert r.steps >= 1 and r.stopped_by == "time_budget"
+    assert r.init_seconds >= 0.5 and r.seconds >= r.init_seconds
