@@ -67,16 +67,21 @@ def estimate(
 
     ``model``: an ``Arch``, an arch string, an ``arch.json``, an ``.onnx`` file or an
     ``onnx.ModelProto``. ``estimator``: a shipped one (``cpu``, ``sim-npu-p16``,
-    ``sim-npu-p32``) or an estimator file. With ``measure``, the model is also timed with
-    onnxruntime on this CPU (``threads`` intra-op threads): ``measured_ms`` and
-    ``error_pct`` are then set."""
+    ``sim-npu-p32``) or an estimator file; when it was measured on another CPU model or
+    onnxruntime version than this machine's, the first of ``warnings`` says so. With
+    ``measure``, the model is also timed with onnxruntime on this CPU (``threads``
+    intra-op threads): ``measured_ms`` and ``error_pct`` are then set."""
     from nasctl.latency.api import estimate_arch, estimate_onnx, estimator_path, load_estimator
+    from nasctl.latency.estimator import machine_mismatch
 
     est = load_estimator(estimator)
     is_arch = isinstance(model, Arch) or (isinstance(model, str | Path) and _is_arch_text(str(model)))
     arch = as_arch(model) if is_arch else None
     result = estimate_arch(arch, est, head) if arch is not None else estimate_onnx(model, est)
     result.estimator = {"path": str(estimator_path(estimator)), "device": est.device}
+    other = machine_mismatch(est.device)
+    if other:
+        result.warnings.insert(0, other)
     if measure:
         if est.device.get("simulated"):
             raise NasctlError("--measure times on this CPU; the estimator is for the simulated sim-npu")

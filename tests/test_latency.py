@@ -474,3 +474,26 @@ def test_cli_fit_estimator_bad_input(tmp_path, sim_csv, case):
 def test_measure_bad_device(tmp_path):
     r = runner.invoke(app, ["measure", "--device", "tpu", "--out", str(tmp_path / "x.csv")])
     assert r.exit_code == 2 and "unknown device" in r.output
+
+
+def test_estimate_warns_when_the_estimator_was_measured_on_another_machine(monkeypatch):
+    """A real-device estimator measured on another CPU model (or onnxruntime) says so in one
+    warning, first; a matching machine and a simulated device get none."""
+    import nasctl.latency.estimator as estimator_module
+    from nasctl.api import estimate
+    from nasctl.latency.estimator import machine_mismatch
+
+    here = {"cpu": "Vendor CPU 1", "cpu_id": "V/6/1/1", "onnxruntime": "onnxruntime 1.0"}
+    same = {"device": "cpu", "simulated": False, "cpu": "Vendor CPU 1", "runtime": "onnxruntime 1.0"}
+    assert machine_mismatch(same, here) is None
+    assert "CPU 'Vendor CPU 2'" in machine_mismatch({**same, "cpu": "Vendor CPU 2"}, here)
+    assert "onnxruntime 0.9" in machine_mismatch({**same, "runtime": "onnxruntime 0.9"}, here)
+    generic = {**here, "cpu": "", "cpu_id": "V/6/1/2"}  # a virtual machine's generic name: the ids decide
+    assert "CPU id" in machine_mismatch({**same, "cpu": "", "cpu_id": "V/6/1/1"}, generic)
+    assert machine_mismatch({"device": "sim-npu", "simulated": True}, here) is None
+
+    arch = SearchSpace.load(DEFAULT_SPACE).baseline()
+    monkeypatch.setattr(estimator_module, "machine_info", lambda: {"cpu": "Imaginary CPU 9000"})
+    warned = estimate(arch, "cpu").warnings
+    assert warned and "another machine" in warned[0] and "Imaginary CPU 9000" in warned[0]
+    assert not any("another machine" in w for w in estimate(arch, "sim-npu-p16").warnings)

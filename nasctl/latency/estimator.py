@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import json
 import lzma
@@ -474,16 +475,69 @@ class LatencyEstimator:
         return self.meta.get("device", {})
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, platform: recorded with every measurement."""
-    cpu = platform.processor() or ""
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    out: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            if not line.strip():
                 break
+            key, _, value = line.partition(":")
+            out[key.strip()] = value.strip()
     except OSError:
         pass
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model (name, and vendor / family / model / stepping where the name is generic, as
+    on virtual machines), clock (MHz as reported), cores, platform and onnxruntime: recorded
+    with every measurement, and compared with an estimator's by ``machine_mismatch``."""
     import os
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    info = _cpuinfo()
+    cpu = info.get("model name") or platform.processor() or ""
+    ident = "/".join(info.get(k, "?") for k in ("vendor_id", "cpu family", "model", "stepping")) if info else None
+    mhz = info.get("cpu MHz")
+    try:
+        import onnxruntime
+
+        runtime = f"onnxruntime {onnxruntime.__version__}"
+    except ImportError:  # pragma: no cover - a dependency
+        runtime = None
+    return {
+        "cpu": cpu,
+        "cpu_id": ident,
+        "cpu_mhz": round(float(mhz)) if mhz else None,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": runtime,
+    }
+
+
+def machine_mismatch(device: dict[str, Any], here: dict[str, Any] | None = None) -> str | None:
+    """One line saying how this machine differs from the one an estimator was measured on
+    (CPU model, or CPU family / model / stepping where both recorded it, or onnxruntime
+    version), or None when it matches or the estimator is for a simulated device. Latency
+    on another CPU can be off by tens of percent: fit an estimator here instead."""
+    if not device or device.get("simulated"):
+        return None
+    here = here or machine_info()
+    diffs = []
+    if device.get("cpu") and here.get("cpu") and device["cpu"] != here["cpu"]:
+        diffs.append(f"CPU {device['cpu']!r}, this one {here['cpu']!r}")
+    elif device.get("cpu_id") and here.get("cpu_id") and device["cpu_id"] != here["cpu_id"]:
+        diffs.append(f"CPU id {device['cpu_id']}, this one {here['cpu_id']}")
+    theirs, ours = device.get("runtime"), here.get("onnxruntime")
+    if theirs and ours and theirs != ours:
+        diffs.append(f"{theirs}, this one {ours}")
+    if not diffs:
+        return None
+    return (
+        "this estimator was measured on another machine ("
+        + "; ".join(diffs)
+        + "): its latencies can be off by tens of percent here; fit one on this machine "
+        "(nasctl measure, then nasctl fit-estimator)"
+    )
