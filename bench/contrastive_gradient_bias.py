@@ -155,7 +155,13 @@ from nasctl.contrastive.losses import (  # noqa: E402
     sample_log_u,
     similarities,
 )
-from nasctl.contrastive.pretrain import PretrainConfig, initial_log_partitions, lr_at  # noqa: E402
+from nasctl.contrastive.pretrain import (  # noqa: E402
+    INIT_STREAM,
+    PretrainConfig,
+    initial_log_partitions,
+    log_partitions,
+    lr_at,
+)
 from nasctl.nn.builder import build_model  # noqa: E402
 from nasctl.space import SearchSpace  # noqa: E402
 
@@ -347,10 +353,9 @@ class SyntheticTask:
         gen = torch.Generator().manual_seed(c["seed"])
         loss_fn = make_loss("gamma", self.N, c["temperature"], c["gamma_shape"], c["gamma_momentum"], c["seed"])
         with torch.no_grad():  # Zhat's start: one view per point, from a generator of its own
-            init_gen = torch.Generator().manual_seed(c["seed"] * 2**16 + 0x1A17)
-            v = F.normalize(enc(self.x + self.scale * torch.randn(self.x.shape, generator=init_gen)), dim=1)
-            s = (v @ v.T / c["temperature"]).masked_fill(torch.eye(self.N, dtype=torch.bool), float("-inf"))
-            loss_fn.init_estimates(torch.logsumexp(s, dim=1) - math.log(self.N - 1))
+            init_gen = torch.Generator().manual_seed(c["seed"] * 2**16 + INIT_STREAM)
+            v = enc(self.x + self.scale * torch.randn(self.x.shape, generator=init_gen))
+            loss_fn.init_estimates(log_partitions(v, c["temperature"], init_gen))
         steps = c["steps"]
         opt = torch.optim.Adam(enc.parameters(), c["lr"])
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))

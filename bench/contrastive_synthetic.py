@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, Partial, save  # noqa: E402
 
 from nasctl.contrastive.losses import LOSSES, PartitionEstimateLoss, make_loss  # noqa: E402
+from nasctl.contrastive.pretrain import log_partitions  # noqa: E402
 
 ORDER = ("ntxent", "dcl", "sogclr", "gamma")
 assert set(ORDER) == set(LOSSES)
@@ -104,12 +105,11 @@ def retrieval(encode, x: torch.Tensor, scale: torch.Tensor, queries: int, seed: 
 
 
 def initial_log_partitions(enc, x: torch.Tensor, scale: torch.Tensor, t: float, seed: int) -> torch.Tensor:
-    """``log Z_i`` from one noisy view of every point: the mean ``exp(s_ij)`` over the others."""
+    """``log Z_i`` from one noisy view of every point: the mean ``exp(s_ij)`` over the others
+    (the library's ``log_partitions``, as ``nasctl pretrain`` starts its estimates)."""
     g = torch.Generator().manual_seed(3000 + seed)
     with torch.no_grad():
-        z = F.normalize(enc(x + scale * torch.randn(x.shape, generator=g)), dim=1)
-        s = (z @ z.T / t).fill_diagonal_(float("-inf"))
-        return torch.logsumexp(s, dim=1) - math.log(len(x) - 1)
+        return log_partitions(enc(x + scale * torch.randn(x.shape, generator=g)), t, g)
 
 
 def train(

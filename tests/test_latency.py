@@ -483,7 +483,7 @@ def test_estimate_warns_when_the_estimator_was_measured_on_another_machine(monke
     from nasctl.api import estimate
     from nasctl.latency.estimator import machine_mismatch
 
-    here = {"cpu": "Vendor CPU 1", "cpu_id": "V/6/1/1", "onnxruntime": "onnxruntime 1.0"}
+    here = {"cpu": "Vendor CPU 1", "cpu_id": "V/6/1/1", "runtime": "onnxruntime 1.0"}
     same = {"device": "cpu", "simulated": False, "cpu": "Vendor CPU 1", "runtime": "onnxruntime 1.0"}
     assert machine_mismatch(same, here) is None
     assert "CPU 'Vendor CPU 2'" in machine_mismatch({**same, "cpu": "Vendor CPU 2"}, here)

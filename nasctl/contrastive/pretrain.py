@@ -232,6 +232,26 @@ INIT_STREAM = 0x1A17  # the initial pass's views: torch.Generator().manual_seed(
 INIT_NEGATIVES = 2048  # negatives per sample in the initial estimate of Z (at most)
 
 
+def log_partitions(
+    embeddings: torch.Tensor, temperature: float, generator: torch.Generator, max_negatives: int = INIT_NEGATIVES
+) -> torch.Tensor:
+    """``log Z_i`` for one view per sample (the rows of ``embeddings``): the log of the mean
+    of ``exp(s_ij)`` from row i to up to ``max_negatives`` other rows (one random pool per
+    chunk of 256 rows, drawn from ``generator``; all other rows when there are fewer). A
+    row is never its own negative."""
+    views = torch.nn.functional.normalize(embeddings, dim=1)
+    n, k = len(views), max_negatives
+    log_z = torch.empty(n, dtype=views.dtype)
+    with torch.no_grad():
+        for c in range(0, n, 256):
+            rows = torch.arange(c, min(n, c + 256))
+            pool = torch.randperm(n, generator=generator)[: min(n, k + 1)]
+            own = pool[None, :] == rows[:, None]
+            s = (views[rows] @ views[pool].T / temperature).masked_fill(own, float("-inf"))
+            log_z[rows] = torch.logsumexp(s, dim=1) - torch.log((~own).sum(1).to(views.dtype))
+    return log_z
+
+
 def initial_log_partitions(
     model: torch.nn.Module,
     data: ImageData,
@@ -246,8 +266,8 @@ def initial_log_partitions(
 
     One augmented view of every train image is embedded, ``2 * batch_size`` images per
     forward as in training (BatchNorm in training mode, as training sees it; its running
-    statistics are put back afterwards). ``Z_i`` is the mean of ``exp(s_ij)`` from sample
-    i's view to the views of ``INIT_NEGATIVES`` other samples (at most; drawn at random).
+    statistics are put back afterwards). ``Z_i`` comes from ``log_partitions``: the mean of
+    ``exp(s_ij)`` from sample i's view to the views of up to ``INIT_NEGATIVES`` others.
     The views come from a generator of their own, so the training run's batches and views
     are the same whether or not this pass is made. Samples outside the train split (never
     drawn) get the train mean. It costs one forward pass over the train split (about 3 s
@@ -268,15 +288,8 @@ def initial_log_partitions(
             zs.append(model(view).float()[: min(len(idx), len(train) - b)].cpu())
         model.load_state_dict(buffers, strict=False)
         model.train(was_training)
-        views = torch.nn.functional.normalize(torch.cat(zs), dim=1)
-        n = len(views)
-        log_z = torch.empty(n)
-        for c in range(0, n, 256):
-            rows = torch.arange(c, min(n, c + 256))
-            pool = torch.randperm(n, generator=gen)[: min(n, INIT_NEGATIVES + 1)]  # one pool per chunk of rows
-            own = pool[None, :] == rows[:, None]  # a sample is never its own negative
-            s = (views[rows] @ views[pool].T / temperature).masked_fill(own, float("-inf"))
-            log_z[rows] = torch.logsumexp(s, dim=1) - torch.log((~own).sum(1).float())
+        log_z = log_partitions(torch.cat(zs), temperature, gen)
+    n = len(log_z)
     out = torch.full((data.n,), float(torch.logsumexp(log_z, 0) - math.log(n)))
     out[train] = log_z
     return out

@@ -513,7 +513,7 @@ def machine_info() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "onnxruntime": runtime,
+        "runtime": runtime,
     }
 
 
@@ -530,7 +530,7 @@ def machine_mismatch(device: dict[str, Any], here: dict[str, Any] | None = None)
         diffs.append(f"CPU {device['cpu']!r}, this one {here['cpu']!r}")
     elif device.get("cpu_id") and here.get("cpu_id") and device["cpu_id"] != here["cpu_id"]:
         diffs.append(f"CPU id {device['cpu_id']}, this one {here['cpu_id']}")
-    theirs, ours = device.get("runtime"), here.get("onnxruntime")
+    theirs, ours = device.get("runtime"), here.get("runtime")
     if theirs and ours and theirs != ours:
         diffs.append(f"{theirs}, this one {ours}")
     if not diffs:

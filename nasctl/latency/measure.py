@@ -241,7 +241,6 @@ def measure(
     content. A network that fails to export to ONNX is skipped and counted
     (``failed_networks``, with up to 5 distinct ``failure_reasons``) and a warning says so;
     when every network tried fails (or the first ``FAIL_FAST`` all do), it raises NasctlError."""
-    import onnxruntime as ort
 
     if device not in ("cpu", "sim-npu"):
         raise NasctlError(f"unknown device {device!r} (expected cpu or sim-npu)")
@@ -259,7 +258,6 @@ def measure(
         info = {
             "device": "cpu",
             "simulated": False,
-            "runtime": f"onnxruntime {ort.__version__}",
             "threads": threads,
             "mode": mode,
             **machine_info(),
