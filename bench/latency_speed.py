@@ -14,13 +14,25 @@
     measurement and an independent re-measurement (two ``time_onnx`` calls), because
     repeat measurements on these shared machines differ by up to ~15%.
 
-    python bench/latency_speed.py [--estimator cpu] [--reps 7]
+* the whole command ``nasctl estimate FILE`` on the same file, as a user runs it (process
+  start, imports, estimator load, ONNX parse, prediction, printing): ``python -m nasctl``
+  and the installed ``nasctl`` entry point, each run ``--command-runs`` times as a
+  subprocess after one untimed run, median and min wall seconds (``whole_command`` in the JSON).
+
+It ends with one table of the targets, each pass or fail (also under ``targets`` in the
+JSON): an ONNX estimate in-process < 50 ms (cold cache), >= 10x faster than one
+measurement (``minimal``), >= 1000 Arch estimates/s (cold cache, slowest space), and the
+whole command < 1.5 s (median).
+
+    python bench/latency_speed.py [--estimator cpu] [--reps 7] [--command-runs 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +58,11 @@ from nasctl.space import SearchSpace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("load", "shapes", "grouping", "memory", "predict")
+# the targets, checked in the summary table at the end (see the docstring)
+ESTIMATE_MS_MAX = 50.0  # one ONNX file, in-process, cold prediction cache
+SPEEDUP_MIN = 10.0  # estimate vs one measurement (minimal protocol), cold cache
+ARCHS_PER_S_MIN = 1000.0  # Arch estimates per second, cold cache, slowest shipped space
+COMMAND_S_MAX = 1.5  # the whole `nasctl estimate FILE` command, median wall seconds
 
 
 def _seconds(fn) -> tuple[float, object]:
@@ -136,11 +153,88 @@ def onnx_speed(path: Path, name: str, est: LatencyEstimator, reps: int) -> dict:
     return out
 
 
+def _entry_point() -> str | None:
+    """The installed ``nasctl`` script: beside this interpreter (a venv not activated), else on PATH."""
+    beside = Path(sys.executable).parent / "nasctl"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("nasctl")
+
+
+def command_speed(path: Path, estimator: str, runs: int) -> dict[str, dict]:
+    """Wall seconds of the whole ``nasctl estimate FILE`` command, run as a subprocess from
+    the repository root: one untimed run (file cache), then ``runs`` timed ones."""
+    extra = [] if estimator == "cpu" else ["--estimator", estimator]
+    commands = {"python -m nasctl": [sys.executable, "-m", "nasctl"]}
+    entry = _entry_point()
+    if entry:
+        commands["nasctl (entry point)"] = [entry]
+    else:
+        print("no installed nasctl entry point found: timing python -m nasctl only")
+    out = {}
+    for label, prefix in commands.items():
+        argv = [*prefix, "estimate", str(path), *extra]
+        times = []
+        for i in range(runs + 1):
+            t = time.perf_counter()
+            r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+            if i:
+                times.append(time.perf_counter() - t)
+            if r.returncode != 0:
+                raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
+        med = float(np.median(times))
+        out[label] = {
+            "argv": argv,
+            "runs": runs,
+            "median_s": med,
+            "min_s": float(min(times)),
+            "all_s": times,
+            "pass": med < COMMAND_S_MAX,
+        }
+        print(
+            f"{label} estimate {path.name}: median {med:.2f} s, min {min(times):.2f} s over {runs} runs "
+            f"(target < {COMMAND_S_MAX} s: {'pass' if med < COMMAND_S_MAX else 'FAIL'})"
+        )
+    return out
+
+
+def targets(results: dict) -> list[dict]:
+    """The targets, each with its figure and pass/fail."""
+    o = results["onnx"]
+    slowest = min(results["arch_estimates_per_s"].items(), key=lambda kv: kv[1]["cold"])
+    rows = [
+        ("ONNX estimate in-process, cold cache", o["estimate_ms"]["cold_cache"], "<", ESTIMATE_MS_MAX, "ms"),
+        ("estimate vs one measurement (speed-up)", o["speedup"]["minimal_vs_cold"], ">=", SPEEDUP_MIN, "x"),
+        (f"Arch estimates/s, cold ({slowest[0]})", slowest[1]["cold"], ">=", ARCHS_PER_S_MIN, "/s"),
+    ]
+    rows += [
+        (f"whole command, {label} (median)", c["median_s"], "<", COMMAND_S_MAX, "s")
+        for label, c in results["whole_command"].items()
+    ]
+    return [
+        {
+            "target": what,
+            "value": value,
+            "bound": f"{op} {bound:g} {unit}",
+            "pass": bool(value < bound if op == "<" else value >= bound),
+        }
+        for what, value, op, bound, unit in rows
+    ]
+
+
+def print_targets(rows: list[dict]) -> None:
+    width = max(len(r["target"]) for r in rows)
+    print(f"\n{'target':{width}s}  {'value':>9s}  {'bound':12s}  result")
+    for r in rows:
+        print(f"{r['target']:{width}s}  {r['value']:9.2f}  {r['bound']:12s}  {'pass' if r['pass'] else 'FAIL'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--estimator", default="cpu")
     ap.add_argument("--archs", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions of estimate and measure")
+    ap.add_argument("--command-runs", type=int, default=7, help="timed runs of the whole nasctl estimate command")
     args = ap.parse_args()
     # the machine is shared: record how busy it was (1-minute load average, 2 cores)
     results: dict = {"estimator": args.estimator, "load_average_start": os.getloadavg()[0]}
@@ -160,8 +254,11 @@ def main() -> None:
             )
             name = "mobilenetv2_224 baseline"
         results["onnx"] = onnx_speed(Path(path), name, est, args.reps)
+        results["whole_command"] = command_speed(Path(path), args.estimator, args.command_runs)
+    results["targets"] = targets(results)
     results["load_average_end"] = os.getloadavg()[0]
     start, end = results["load_average_start"], results["load_average_end"]
+    print_targets(results["targets"])
     print(f"load average (1 min): {start:.1f} at the start, {end:.1f} at the end")
     save("latency_speed", results, config=vars(args))
 

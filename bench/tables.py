@@ -113,6 +113,19 @@ def latency_speed(d: dict) -> str:
     a = d["arch_estimates_per_s"]
     o = d["onnx"]
     ph = ", ".join(f"{k} {v:.1f}" for k, v in o["estimate_phases_ms"].items())
+    extra = []
+    if "whole_command" in d:  # results from before the whole-command timing have none
+        extra.append(
+            "- whole `nasctl estimate` command: "
+            + ", ".join(
+                f"{k} median {c['median_s']:.2f} s (min {c['min_s']:.2f})" for k, c in d["whole_command"].items()
+            )
+        )
+    if "targets" in d:
+        extra.append(
+            "- targets: "
+            + "; ".join(f"{t['target']} {t['bound']}: {'pass' if t['pass'] else 'FAIL'}" for t in d["targets"])
+        )
     return "\n".join(
         [
             _head(d),
@@ -126,6 +139,7 @@ def latency_speed(d: dict) -> str:
             f"measure {o['measure_ms']['minimal']:.0f} ms (one measurement), {o['measure_ms']['accuracy']:.0f} ms "
             f"(measurement + re-measurement); speed-up {o['speedup']['minimal_vs_cold']:.0f}x and "
             f"{o['speedup']['accuracy_vs_cold']:.0f}x (cold)",
+            *extra,
         ]
     )
 

@@ -213,7 +213,7 @@ class LatencyEstimator:
     def fit(
         self, table: MeasurementTable, folds: int = 5, quantiles: bool = False, seed: int = 0, progress=None
     ) -> LatencyEstimator:
-        import lightgbm as lgb
+        from nasctl.latency._lgb import lightgbm as lgb
 
         if len(table) == 0:
             raise NasctlError("no kernel measurements to fit")
@@ -264,7 +264,7 @@ class LatencyEstimator:
 
     @staticmethod
     def _cross_validate(X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[str, float]:
-        import lightgbm as lgb
+        from nasctl.latency._lgb import lightgbm as lgb
 
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(y))
@@ -432,7 +432,7 @@ class LatencyEstimator:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyEstimator:
-        import lightgbm as lgb
+        from nasctl.latency._lgb import lightgbm as lgb
 
         path = Path(path)
         if not path.is_file():
