@@ -217,5 +217,18 @@ def estimate(
         console.print(
             f"measured: {out['measured_ms']:.3f} ms (std {out['measured_std_ms']:.3f}); error {out['error_pct']:+.1f}%"
         )
-    for w in out["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if out["warnings"]:
+        # one row per cause; a warning the estimator did not count (another machine's) has no figures
+        counted = {r["warning"]: r for r in result.warning_rows}
+        wt = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="[yellow]Warnings[/]", title_justify="left")
+        wt.add_column("warning", overflow="fold", ratio=1)
+        wt.add_column("kernels", justify="right", no_wrap=True)
+        wt.add_column("share of estimate", justify="right", no_wrap=True)
+        for w in out["warnings"]:
+            r = counted.get(w)
+            if r is None:
+                wt.add_row(w, "", "")
+            else:
+                share = "<1%" if 0 < r["share"] < 0.005 else f"{r['share']:.0%}"
+                wt.add_row(r["cause"], str(r["kernels"]), share)
+        console.print(wt, highlight=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class Estimate:
     estimator: dict[str, Any] | None = None  # the estimator file and its device
     measured_ms: float | None = None  # set by a measurement (onnxruntime, this CPU)
     measured_std_ms: float | None = None
+    # the estimator's warnings with their kernel counts and time shares (``warning_rows``);
+    # ``warnings`` may hold more, without them (another machine's estimator)
+    warning_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def error_pct(self) -> float | None:
@@ -101,6 +104,7 @@ def _estimate(est: LatencyEstimator, kernels: list[Kernel], mem) -> Estimate:
     if est.quantiles:
         lo, hi = total_of(est.predict_kernels(kernels, "q10")), total_of(est.predict_kernels(kernels, "q90"))
         band = (min(lo, total), max(hi, total))
+    rows = est.warning_rows(kernels)
     return Estimate(
         total,
         mem.params,
@@ -108,8 +112,9 @@ def _estimate(est: LatencyEstimator, kernels: list[Kernel], mem) -> Estimate:
         sum(k.macs for k in kernels),
         kernels,
         per,
-        est.warnings(kernels),
+        [r["warning"] for r in rows],
         band,
+        warning_rows=rows,
     )
 
 

@@ -384,28 +384,80 @@ class LatencyEstimator:
         return self._total(sums, np.diff(bounds).astype(float))
 
     def warnings(self, kernels: list[Kernel]) -> list[str]:
-        """Unknown ops (roofline fallback) and features outside the training ranges."""
-        out: list[str] = []
-        seen: set[str] = set()
-        for k in kernels:
+        """One line per cause of doubt in the estimate of ``kernels`` (the ``warning`` of
+        each of ``warning_rows``): kernel types without a latency model and ONNX ops the
+        kernel IR does not recognise (both given the roofline estimate), and features
+        outside the training ranges, each with its kernel count and share of the time."""
+        return [row["warning"] for row in self.warning_rows(kernels)]
+
+    def warning_rows(self, kernels: list[Kernel]) -> list[dict[str, Any]]:
+        """The causes of doubt in the estimate of ``kernels``, one row each: ``warning``
+        (one line saying it all), ``cause`` (the same without the figures, for a table),
+        ``kernels`` (how many kernels it concerns) and ``share`` (their part of the summed
+        kernel estimates, 0 to 1). In this order, where present: kernel types with no
+        latency model (roofline estimate), ONNX ops the kernel IR does not recognise
+        (roofline estimate), features outside a model's training range (HW, channels,
+        kernel size, batch)."""
+        if not kernels:
+            return []
+        ms = self.predict_kernels(kernels)
+        total = float(ms.sum())
+        no_model: dict[str, list[int]] = {}
+        unknown: dict[str, list[int]] = {}
+        outside: dict[str, list[tuple[int, float]]] = {}  # "group.feature" -> (kernel, value)
+        all_ranges = self.meta.get("ranges", {})
+        for i, k in enumerate(kernels):
             g = OP_GROUP.get(k.op, "unknown")
             if g not in self.boosters:
-                what = k.onnx_op or k.op
-                if what not in seen:
-                    seen.add(what)
-                    out.append(f"no latency model for {what} kernels: roofline estimate used ({k.name or what})")
+                if k.op == "unknown":
+                    unknown.setdefault(k.onnx_op or "?", []).append(i)
+                else:
+                    no_model.setdefault(k.op, []).append(i)
                 continue
-            ranges = self.meta.get("ranges", {}).get(g, {})
-            row = kernel_row(k)
+            ranges = all_ranges.get(g, {})
+            feats = kernel_row(k)
             for f in ("hw", "cin", "cout", "kernel", "batch"):
                 lo, hi = ranges.get(f, (-math.inf, math.inf))
-                v = row[f]
-                if v < lo or v > hi:
-                    key = f"{g}.{f}"
-                    if key not in seen:
-                        seen.add(key)
-                        out.append(f"{k.name or k.op}: {f}={v} outside the {g} training range [{lo:g}, {hi:g}]")
-        return out
+                if not lo <= feats[f] <= hi:
+                    outside.setdefault(f"{g}.{f}", []).append((i, float(feats[f])))
+
+        def count(n: int) -> str:
+            return f"{n} kernel{'' if n == 1 else 's'}"
+
+        def row(idx: set[int], cause: str, text: str) -> dict[str, Any]:
+            """The row for the kernels ``idx``; ``{pct}`` in ``text``: their share of the time."""
+            share = float(ms[sorted(idx)].sum()) / total if total > 0 else 0.0
+            pct = "<1%" if 0 < share < 0.005 else f"{share:.0%}"
+            return {"warning": text.replace("{pct}", pct), "cause": cause, "kernels": len(idx), "share": share}
+
+        rows = []
+        if no_model:
+            idx = {i for v in no_model.values() for i in v}
+            types = ("types " if len(no_model) > 1 else "type ") + ", ".join(sorted(no_model))
+            cause = f"roofline estimate (no latency model) for kernels of {types}"
+            text = (
+                f"roofline estimate (no latency model) for {count(len(idx))} of {types}: {{pct}} of the estimated time"
+            )
+            rows.append(row(idx, cause, text))
+        if unknown:
+            idx = {i for v in unknown.values() for i in v}
+            what = f"ONNX ops the kernel IR does not recognise ({', '.join(sorted(unknown))})"
+            text = f"roofline estimate for {count(len(idx))} of {what}: {{pct}} of the estimated time"
+            rows.append(row(idx, f"roofline estimate for {what}", text))
+        if outside:
+            idx = {i for hits in outside.values() for i, _ in hits}
+            parts = []
+            for key in sorted(outside):
+                hits = outside[key]
+                group, _, feature = key.partition(".")
+                lo, hi = all_ranges[group][feature]
+                vmin, vmax = min(v for _, v in hits), max(v for _, v in hits)
+                values = f"{vmin:g}" if vmin == vmax else f"{vmin:g}..{vmax:g}"
+                parts.append(f"{key} ({count(len({i for i, _ in hits}))}: {values}, trained {lo:g}..{hi:g})")
+            cause = "features outside the training range: " + ", ".join(parts)
+            text = f"features outside the training range in {count(len(idx))}, {{pct}} of the estimated time: "
+            rows.append(row(idx, cause, text + ", ".join(parts)))
+        return rows
 
     # ---- persistence -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

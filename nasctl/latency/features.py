@@ -26,6 +26,14 @@ ACT_CODES = {
     "elu": 10,
     "softplus": 11,
     "gelu": 12,
+    "exp": 13,
+    "log": 14,
+    "sqrt": 15,
+    "reciprocal": 16,
+    "neg": 17,
+    "abs": 18,
+    "erf": 19,
+    "pow": 20,
 }
 FEATURES = (
     "batch",
@@ -77,6 +85,10 @@ OP_GROUP = {
     "transpose": "datamove",
     "pad": "datamove",
     "reshape": "reshape",
+    "matmul": "matmul",
+    "norm": "norm",
+    "softmax": "norm",
+    "reduce": "norm",
 }
 
 
