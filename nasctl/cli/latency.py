@@ -12,12 +12,19 @@ from rich.console import Console
 from rich.table import Table
 
 from nasctl.cli.common import app, console, handle_errors, human, print_json, short_name
+from nasctl.errors import NasctlError
 
 
 @app.command()
 @handle_errors
 def measure(
-    out: Annotated[Path, typer.Option(help="CSV to write (device metadata goes to a .meta.json beside it).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="CSV to write (device metadata goes to a .meta.json beside it); with --quick, the adapted "
+            "estimator file (.json or .json.gz)."
+        ),
+    ],
     device: Annotated[
         str, typer.Option(help="cpu (onnxruntime) | sim-npu (the documented simulator, not hardware).")
     ] = "cpu",
@@ -31,19 +38,53 @@ def measure(
         Optional[list[Path]],
         typer.Option("--space", help="Spaces to sample networks from (repeatable; default: the shipped ones)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[
+        Optional[int], typer.Option(help="Random seed (default: 0; with --quick, its fixed reference set).")
+    ] = None,
+    target_error: Annotated[
+        float,
+        typer.Option(
+            "--target-error",
+            metavar="PCT",
+            help="Warn when the machine's noise figure (a reference network's spread) exceeds PCT percent.",
+        ),
+    ] = 5.0,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Adapt an existing estimator (--estimator) to this machine in about 90 s instead of measuring "
+            "for a new one; --out is the adapted estimator.",
+        ),
+    ] = False,
+    estimator: Annotated[
+        str, typer.Option(help="With --quick: the estimator to adapt (file, or shipped: cpu).")
+    ] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's metadata as JSON.")] = False,
 ) -> None:
     """Time kernels on a device and write a measurements CSV for `nasctl fit-estimator`.
 
     The CSV has the kernel features, `latency_ms` and its spread. The device, the runtime
-    version, the thread count and the CPU model go in the `.meta.json` beside it.
+    version, the thread count and the CPU model go in the `.meta.json` beside it, with
+    the machine's noise figure (a fixed reference network timed between the networks).
 
-    Example: `nasctl measure --device cpu --time-budget 600 --out estimators/cpu.csv`
+    `--quick` adapts an estimator fitted on another machine instead: it measures a fixed
+    set of reference networks for about 70 s, fits a correction per kernel type, and
+    says what error to expect (leave-one-network-out), against the unadapted estimator.
+
+    Examples: `nasctl measure --device cpu --time-budget 600 --out estimators/cpu.csv`,
+    `nasctl measure --quick --estimator cpu --out cpu-here.json.gz`
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from nasctl.latency.measure import measure as run_measure
+
+    if quick:
+        if device != "cpu" or mode != "models":
+            raise NasctlError("--quick adapts a cpu estimator (--device cpu, --mode models)")
+        from nasctl.latency.adapt import QUICK_BUDGET_S
+
+        time_budget = min(time_budget, QUICK_BUDGET_S)
 
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -62,19 +103,24 @@ def measure(
                 description=f"measuring on {device}: {nets} networks, {rows} rows",
             )
 
-        with warnings.catch_warnings():  # a failed export is reported below, in one line
+        with warnings.catch_warnings():  # failed exports and noise are reported below, in one line each
             warnings.simplefilter("ignore", RuntimeWarning)
+            if quick:
+                return _quick(out, estimator, time_budget, threads, seed, target_error, progress, as_json)
             meta = run_measure(
                 out,
                 device=device,
                 time_budget=time_budget,
                 mode=mode,
                 threads=threads,
-                seed=seed,
                 parallelism=parallelism,
                 space_files=space_files,
                 progress=progress,
+                seed=0 if seed is None else seed,
+                target_error=target_error,
             )
+    if not as_json:  # with --json, the noise block is in the JSON
+        _noise_line(meta.get("noise", {}))
     if meta.get("failed_networks"):
         reasons = "; ".join(meta.get("failure_reasons", []))
         Console(stderr=True).print(
@@ -89,6 +135,46 @@ def measure(
     console.print(
         f"wrote {out}: {meta['rows']} rows from {meta['networks']} networks in {meta['seconds']} s "
         f"on {meta['device'].get('cpu', meta['device']['device'])}{label}"
+    )
+
+
+def _noise_line(noise: dict) -> None:
+    """The noise warning on stderr when the machine was too noisy for the target."""
+    if noise.get("too_noisy"):
+        from nasctl.latency.measure import noise_warning
+
+        Console(stderr=True).print(f"[yellow]warning:[/] {noise_warning(noise)}", highlight=False)
+
+
+def _quick(out: Path, source: str, budget: float, threads: int, seed, target: float, progress, as_json: bool) -> None:
+    from nasctl.latency.adapt import QUICK_SEED, adapt
+    from nasctl.latency.api import estimator_path
+    from nasctl.latency.estimator import LatencyEstimator
+
+    if out.suffix not in (".json", ".gz", ".xz"):
+        raise NasctlError(f"{out}: --quick writes an estimator: give --out a .json or .json.gz path")
+    est = LatencyEstimator.load(estimator_path(source))
+    adapted, report = adapt(est, source, budget, threads, QUICK_SEED if seed is None else seed, target, progress)
+    adapted.save(out)
+    report["out"] = str(out)
+    if as_json:
+        print_json(report)
+        return
+    _noise_line(report["noise"])
+    exp = report["expected"]
+    t = Table(box=box.SIMPLE_HEAD, title=f"Expected error here ({exp['networks']} reference networks, each left out)")
+    for col in ("estimator", "MAPE %", "within 10 %", "Spearman"):
+        t.add_column(col, justify="left" if col == "estimator" else "right")
+    for key, label in (("unadapted", f"{source} as fitted"), ("adapted", "adapted (--quick)")):
+        if key in exp:
+            m = exp[key]
+            t.add_row(label, f"{m['mape']:.1f}", f"{m['acc10']:.0f}", f"{m['spearman']:.3f}")
+    console.print(t)
+    noise = report["noise"].get("noise_pct")
+    floor = f"; noise figure +-{noise:.1f}%" if noise is not None else ""
+    console.print(
+        f"wrote {out}: {source} adapted to this machine from {report['networks']} networks "
+        f"({report['seconds']} s{floor})"
     )
 
 

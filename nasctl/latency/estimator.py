@@ -222,7 +222,7 @@ class LatencyEstimator:
         report: dict[str, Any] = {}
         ranges: dict[str, Any] = {}
         names = list(MODEL_FEATURES)
-        model_X = with_derived(table.X)
+        model_X = with_derived(table.X, table.ops)
         for gname in sorted(set(groups) - {"unknown"}):
             idx = np.flatnonzero(groups == gname)
             if len(idx) < MIN_ROWS:
@@ -230,8 +230,9 @@ class LatencyEstimator:
             X, y = model_X[idx], np.log(table.y[idx])
             if progress:
                 progress(f"fitting {gname} ({len(idx)} rows)")
-            if len(idx) >= 2 * folds:
-                report[gname] = self._cross_validate(X, y, folds, seed)
+            if folds >= 2 and len(idx) >= 2 * folds:
+                nets = [table.model_ids[i] for i in idx] if len(table.model_ids) == len(table) else None
+                report[gname] = self._cross_validate(X, y, folds, seed, nets)
             else:
                 report[gname] = {"n": len(idx)}
             ds = lgb.Dataset(X, y, feature_name=names, free_raw_data=False)
@@ -263,15 +264,27 @@ class LatencyEstimator:
         return self
 
     @staticmethod
-    def _cross_validate(X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[str, float]:
+    def _cross_validate(
+        X: np.ndarray, y: np.ndarray, folds: int, seed: int, networks: list[str] | None = None
+    ) -> dict[str, float]:
+        """k-fold CV on log latency. Where the rows name the network they were timed in
+        (and there are at least ``folds`` networks), folds split by network: kernels of
+        one network are never both in training and scored (a kernel repeats across the
+        blocks of a network, so random row folds would be optimistic)."""
         from nasctl.latency._lgb import lightgbm as lgb
 
         rng = np.random.default_rng(seed)
-        order = rng.permutation(len(y))
+        named = networks is not None and all(networks) and len(set(networks)) >= folds
+        if named:
+            uniq = sorted(set(networks))
+            fold_of = dict(zip(uniq, rng.permutation(len(uniq)) % folds, strict=True))
+            assign = np.array([fold_of[n] for n in networks])
+        else:
+            assign = rng.permutation(len(y)) % folds
         pred = np.empty_like(y)
         for f in range(folds):
-            test = order[f::folds]
-            train = np.setdiff1d(order, test)
+            test = np.flatnonzero(assign == f)
+            train = np.flatnonzero(assign != f)
             b = lgb.train(_lgb_params(seed=seed), lgb.Dataset(X[train], y[train]), num_boost_round=N_ROUNDS)
             pred[test] = b.predict(X[test], num_threads=1)
         return accuracy_metrics(np.exp(pred), np.exp(y))
@@ -357,6 +370,7 @@ class LatencyEstimator:
                     pred[idx] = [self.roofline_ms(fresh[i]) for i in idx]
                 else:
                     pred[idx] = np.exp(booster.predict(X[idx], num_threads=1))
+                pred[idx] = self._adapted(g, pred[idx])
             if len(cache) + len(todo) > self.CACHE_SIZE:
                 cache.clear()
             for key, value in zip(miss, pred, strict=True):
@@ -364,6 +378,37 @@ class LatencyEstimator:
             for i, key in enumerate(keys):
                 if key in miss:
                     out[i] = cache[key]
+        return out
+
+    def _adapted(self, group: str, ms: np.ndarray) -> np.ndarray:
+        """Per-kernel-type correction fitted by ``nasctl measure --quick`` on this machine:
+        ``log ms' = shift + slope * log ms`` (identity when the estimator is not adapted)."""
+        corr = self.meta.get("adaptation", {}).get("groups", {})
+        c = corr.get(group) or corr.get("*")
+        if not c:
+            return ms
+        return np.exp(c["shift"] + c["slope"] * np.log(np.maximum(ms, 1e-9)))
+
+    def predict_rows(self, ops: list[str], X: np.ndarray, adapted: bool = True) -> np.ndarray:
+        """Per-row latency_ms of a measurement table's kernel rows (``ops``, base features
+        ``X``), no cache; ``adapted=False`` leaves out a ``measure --quick`` correction."""
+        model_X = with_derived(X, ops)
+        groups = np.array([OP_GROUP.get(op, "unknown") for op in ops])
+        col = {f: j for j, f in enumerate(FEATURES)}
+        r = self.meta.get("roofline", {"macs_per_ms": 1e9, "bytes_per_ms": 1e9, "overhead_ms": 0.005})
+        out = np.empty(len(ops))
+        for g in set(groups):
+            idx = np.flatnonzero(groups == g)
+            booster = self.boosters.get(g)
+            if booster is None:
+                out[idx] = (
+                    np.maximum(X[idx, col["macs"]] / r["macs_per_ms"], X[idx, col["bytes"]] / r["bytes_per_ms"])
+                    + r["overhead_ms"]
+                )
+            else:
+                out[idx] = np.exp(booster.predict(model_X[idx], num_threads=1))
+            if adapted:
+                out[idx] = self._adapted(g, out[idx])
         return out
 
     def _total(self, kernel_sum: np.ndarray, n_kernels: np.ndarray) -> np.ndarray:

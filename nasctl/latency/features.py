@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nasctl.latency.kernels import BYTES_PER_ELEMENT as BYTES
 from nasctl.latency.kernels import Kernel
 
 ACT_CODES = {
@@ -60,9 +61,54 @@ FEATURES = (
     "cin_pad32",
     "cout_pad32",
 )
-# Computed from the CSV's columns when fitting and predicting (not stored in the CSV):
-# how far channel counts are off the 8-wide SIMD blocking onnxruntime's NCHWc path uses.
-DERIVED = ("cin_mod8", "cout_mod8", "aligned8")
+# Computed from the CSV's columns (and the op) when fitting and predicting, not stored in
+# the CSV, so that measurements taken by older versions stay usable:
+# * how far channel counts are off the 8-wide SIMD blocking onnxruntime's NCHWc path uses;
+# * the op within its group (max / average pool, concat / split / shuffle / transpose /
+#   pad, add / mul / act share one regressor each);
+# * what explains memory-bound kernels: activation bytes moved (inputs and output, weights
+#   apart), arithmetic intensity (MACs per byte), the reduction depth per output
+#   (MACs per output element) and the channels per group.
+DERIVED = (
+    "cin_mod8",
+    "cout_mod8",
+    "aligned8",
+    "op_code",
+    "act_bytes",
+    "intensity",
+    "macs_per_out",
+    "cin_per_group",
+    "cout_per_group",
+)
+# Stable codes for the op feature (new ops are appended, never renumbered).
+OP_CODES = {
+    op: i
+    for i, op in enumerate(
+        (
+            "conv",
+            "dwconv",
+            "gconv",
+            "fc",
+            "maxpool",
+            "avgpool",
+            "gap",
+            "se",
+            "add",
+            "mul",
+            "concat",
+            "split",
+            "shuffle",
+            "transpose",
+            "reshape",
+            "pad",
+            "act",
+            "matmul",
+            "norm",
+            "softmax",
+            "reduce",
+        )
+    )
+}
 MODEL_FEATURES = FEATURES + DERIVED
 # Columns of a measurement CSV besides the features.
 KERNEL_COLUMNS = ("op",) + FEATURES
@@ -125,10 +171,26 @@ def kernel_row(k: Kernel) -> dict[str, float | int | str]:
     }
 
 
-def with_derived(X: np.ndarray) -> np.ndarray:
-    """Base feature matrix (columns ``FEATURES``) -> model matrix (``MODEL_FEATURES``)."""
-    cin, cout = X[:, FEATURES.index("cin")], X[:, FEATURES.index("cout")]
-    extra = np.stack([cin % 8, cout % 8, ((cin % 8 == 0) & (cout % 8 == 0)).astype(float)], axis=1)
+def with_derived(X: np.ndarray, ops: list[str] | np.ndarray) -> np.ndarray:
+    """Base feature matrix (columns ``FEATURES``) and each row's op -> model matrix
+    (``MODEL_FEATURES``)."""
+    col = {f: X[:, j] for j, f in enumerate(FEATURES)}
+    cin, cout, groups = col["cin"], col["cout"], np.maximum(col["groups"], 1)
+    act_bytes = BYTES * (col["in_elements"] * np.maximum(col["n_inputs"], 1) + col["out_elements"])
+    extra = np.stack(
+        [
+            cin % 8,
+            cout % 8,
+            ((cin % 8 == 0) & (cout % 8 == 0)).astype(float),
+            np.array([OP_CODES.get(str(o), -1) for o in ops], dtype=float).reshape(len(X)),
+            act_bytes,
+            col["macs"] / np.maximum(col["bytes"], 1.0),
+            col["macs"] / np.maximum(col["out_elements"], 1.0),
+            cin / groups,
+            cout / groups,
+        ],
+        axis=1,
+    ).reshape(len(X), len(DERIVED))
     return np.hstack([X, extra])
 
 
@@ -136,4 +198,4 @@ def feature_matrix(kernels: list[Kernel]) -> np.ndarray:
     """Model feature matrix (``MODEL_FEATURES``) of a kernel list."""
     rows = [kernel_row(k) for k in kernels]
     base = np.array([[r[f] for f in FEATURES] for r in rows], dtype=np.float64).reshape(len(rows), len(FEATURES))
-    return with_derived(base)
+    return with_derived(base, [k.op for k in kernels])

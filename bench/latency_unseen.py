@@ -1,0 +1,221 @@
+"""Benchmark: the latency estimator on models and machines it never saw.
+
+The user flow, as a new user runs it on this machine, then the estimate of every
+standard network of ``nasctl.zoo`` (224x224, one image, 1 thread) against onnxruntime:
+
+1. ``zoo-1``: the zoo networks timed (pass 1 of 3, adaptive repeats);
+2. ``measure``: ``nasctl measure --device cpu --time-budget BUDGET --threads 1`` (the CLI);
+3. ``fit``: ``nasctl fit-estimator`` on that CSV (the CLI; its per-kernel k-fold table);
+4. ``zoo-2``: timing pass 2;
+5. ``lofo``: leave-one-family-out: for each zoo family, an estimator fitted on the
+   measurement rows of every network *not* of that family (the measure command times
+   variants of the zoo families among its networks) estimates that family's networks.
+   This is the honest held-out figure: no network of a family is in training when it
+   is scored. Also the full estimator (every family in training), for contrast;
+6. ``shipped``: the shipped ``cpu`` estimator, fitted on another machine, unadapted;
+7. ``quick``: ``nasctl measure --quick --estimator cpu`` (the CLI, wall time recorded),
+   and the adapted estimator on the zoo;
+8. ``zoo-3``: timing pass 3.
+
+The measured latency of a network is the median of its three passes; the same-run noise
+floor is each pass against the median of the other two (MAPE), reported beside every
+error. Stages are cached under ``bench/cache/latency_unseen/TAG`` and a re-run resumes.
+
+    python bench/latency_unseen.py [--budget 600] [--seed 1] [--tag run1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
+
+from nasctl import zoo  # noqa: E402
+from nasctl.latency.api import estimate_onnx  # noqa: E402
+from nasctl.latency.estimator import LatencyEstimator, MeasurementTable, accuracy_metrics, read_measurements  # noqa: E402
+from nasctl.latency.measure import time_onnx_runs  # noqa: E402
+from nasctl.latency.randnet import family_from_network_name  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = 224
+PASSES = 3
+
+
+def nasctl(*args: str) -> tuple[dict, float]:
+    """Run the CLI with --json; (its JSON, wall seconds)."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "nasctl", *args, "--json"], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"nasctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout), wall
+
+
+def zoo_pass(files: dict[str, Path], threads: int) -> dict[str, float]:
+    out = {}
+    for i, (name, path) in enumerate(files.items()):
+        out[name] = float(np.median(time_onnx_runs(path, threads, max_s=2.0)))
+        print(f"\r  timed {i + 1}/{len(files)}", end="", flush=True)
+    print()
+    return out
+
+
+def subset(table: MeasurementTable, keep_ids: set[str]) -> MeasurementTable:
+    idx = [i for i, m in enumerate(table.model_ids) if m in keep_ids]
+    return MeasurementTable(
+        [table.ops[i] for i in idx],
+        table.X[idx],
+        table.y[idx],
+        [r for r in table.model_rows if r["model_id"] in keep_ids],
+        table.device,
+        [table.model_ids[i] for i in idx],
+    )
+
+
+def network_family(model_id: str) -> str | None:
+    """The zoo family of a measured network (table ids are 'CSV:network name')."""
+    return family_from_network_name(model_id.partition(".csv:")[2])
+
+
+def errors(pred: dict[str, float], measured: dict[str, float], noise: dict[str, float]) -> dict:
+    names = sorted(pred)
+    p = np.array([pred[n] for n in names])
+    m = np.array([measured[n] for n in names])
+    return {
+        "per_model": {
+            n: {"estimated_ms": pred[n], "error_pct": (pred[n] - measured[n]) / measured[n] * 100} for n in names
+        },
+        "overall": accuracy_metrics(p, m) | {"noise_floor_mape": float(np.mean([noise[n] for n in names]))},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", type=float, default=600.0, help="nasctl measure --time-budget (s)")
+    ap.add_argument("--seed", type=int, default=1, help="nasctl measure --seed")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="run1", help="cache folder name")
+    ap.add_argument("--shipped", default="cpu", help="the estimator --quick adapts")
+    args = ap.parse_args()
+    cache = ROOT / "bench" / "cache" / "latency_unseen" / args.tag
+    (cache / "zoo").mkdir(parents=True, exist_ok=True)
+    state_path = cache / "state.json"
+    state: dict = json.loads(state_path.read_text()) if state_path.is_file() else {}
+
+    def done(stage: str, value) -> None:
+        state[stage] = value
+        state_path.write_text(json.dumps(state, indent=1))
+
+    files = {}
+    for name in sorted(zoo.ZOO):
+        path = cache / "zoo" / f"{name}.onnx"
+        if not path.is_file():
+            zoo.export(name, path, resolution=RES)
+        files[name] = path
+    measure_csv, est_path, quick_path = cache / "measure.csv", cache / "est.json.gz", cache / "quick.json.gz"
+
+    for stage in ("zoo-1", "measure", "fit", "zoo-2", "quick", "zoo-3"):
+        if stage in state:
+            continue
+        print(f"stage {stage}")
+        if stage.startswith("zoo-"):
+            done(stage, zoo_pass(files, args.threads))
+        elif stage == "measure":
+            meta, wall = nasctl(
+                "measure", "--device", "cpu", "--time-budget", str(args.budget), "--threads", str(args.threads),
+                "--seed", str(args.seed), "--out", str(measure_csv),
+            )  # fmt: skip
+            done(stage, {"meta": meta, "wall_s": wall})
+        elif stage == "fit":
+            report, wall = nasctl("fit-estimator", str(measure_csv), "--out", str(est_path))
+            done(stage, {"report": report, "wall_s": wall})
+        elif stage == "quick":
+            report, wall = nasctl(
+                "measure",
+                "--quick",
+                "--estimator",
+                args.shipped,
+                "--threads",
+                str(args.threads),
+                "--out",
+                str(quick_path),
+            )
+            done(
+                stage,
+                {
+                    "report": {k: v for k, v in report.items() if k != "groups"},
+                    "groups": report.get("groups"),
+                    "wall_s": wall,
+                },
+            )
+
+    passes = [state[f"zoo-{i}"] for i in range(1, PASSES + 1)]
+    measured = {n: float(np.median([p[n] for p in passes])) for n in files}
+    noise = {}
+    for n in files:
+        vals = [p[n] for p in passes]
+        noise[n] = float(
+            np.mean(
+                [
+                    abs(v - np.median(vals[:i] + vals[i + 1 :])) / np.median(vals[:i] + vals[i + 1 :]) * 100
+                    for i, v in enumerate(vals)
+                ]
+            )
+        )
+
+    def on_zoo(est: LatencyEstimator, names=None) -> dict[str, float]:
+        return {n: estimate_onnx(files[n], est).latency_ms for n in (names or files)}
+
+    full = LatencyEstimator.load(est_path)
+    results: dict = {"measured_ms": measured, "passes_ms": passes, "noise_floor_pct": noise}
+    results["full"] = errors(on_zoo(full), measured, noise)
+
+    if "lofo" not in state:
+        print("stage lofo")
+        table = read_measurements([measure_csv])
+        ids = {r["model_id"] for r in table.model_rows} | set(table.model_ids)
+        fams = {m: network_family(m) for m in ids}
+        pred, trained_without = {}, {}
+        for family, names in zoo.FAMILIES.items():
+            keep = {m for m, f in fams.items() if f != family}
+            est = LatencyEstimator().fit(subset(table, keep), folds=0)
+            trained_without[family] = len(ids) - len(keep)
+            pred.update(on_zoo(est, [n for n in names if n in files]))
+            print(f"  {family}: {len(ids) - len(keep)} networks left out")
+        done("lofo", {"pred": pred, "networks_left_out": trained_without})
+    results["lofo"] = errors(state["lofo"]["pred"], measured, noise) | {
+        "networks_left_out": state["lofo"]["networks_left_out"]
+    }
+    results["shipped"] = errors(
+        on_zoo(LatencyEstimator.load(ROOT / "estimators" / f"{args.shipped}.json.gz")), measured, noise
+    )
+    results["quick"] = errors(on_zoo(LatencyEstimator.load(quick_path)), measured, noise) | {
+        "wall_s": state["quick"]["wall_s"],
+        "report": state["quick"]["report"],
+        "groups": state["quick"]["groups"],
+    }
+    results["measure"] = state["measure"]
+    results["fit"] = state["fit"]
+    config = vars(args) | {"resolution": RES, "passes": PASSES, "zoo": sorted(files), "families": zoo.FAMILIES}
+    save("latency_unseen", results, config)
+    noise_mean = np.mean(list(noise.values()))
+    print(f"zoo noise floor (one pass vs the other two): MAPE {noise_mean:.1f}%")
+    for key in ("lofo", "full", "shipped", "quick"):
+        o = results[key]["overall"]
+        print(f"{key:8s} MAPE {o['mape']:5.1f}%  within 10%: {o['acc10']:.0f}%  spearman {o['spearman']:.3f}")
+    print(f"{'model':20s} {'measured':>9s} {'lofo':>7s} {'full':>7s} {'shipped':>8s} {'quick':>7s} {'noise':>6s}")
+    for n in sorted(files):
+        row = [results[k]["per_model"][n]["error_pct"] for k in ("lofo", "full", "shipped", "quick")]
+        print(f"{n:20s} {measured[n]:8.2f}ms " + " ".join(f"{v:+7.1f}" for v in row) + f" {noise[n]:6.1f}")
+
+
+if __name__ == "__main__":
+    main()

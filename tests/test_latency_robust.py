@@ -1,0 +1,192 @@
+"""Measurement on a noisy machine (adaptive repeats, the reference network, the noise
+figure), the derived kernel features, and ``measure --quick`` (adapting an estimator)."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nasctl.cli import app
+from nasctl.latency import measure as measure_mod
+from nasctl.latency.adapt import corrections, expected_error
+from nasctl.latency.api import estimate_onnx
+from nasctl.latency.estimator import LatencyEstimator, MeasurementTable, read_measurements
+from nasctl.latency.features import DERIVED, FEATURES, OP_CODES, with_derived
+from nasctl.latency.measure import NoiseMonitor, median_ci, measure, timed_runs
+from nasctl.nn.export import export_onnx
+from nasctl.space import SearchSpace
+from tests.conftest import DEFAULT_SPACE
+
+runner = CliRunner()
+
+
+class _FakeSession:
+    """``run`` busy-waits for the next of ``durations_ms`` (cycled)."""
+
+    def __init__(self, durations_ms):
+        self.durations, self.calls = list(durations_ms), 0
+
+    def run(self, *_):
+        d = self.durations[self.calls % len(self.durations)] / 1e3
+        self.calls += 1
+        end = time.perf_counter() + d
+        while time.perf_counter() < end:
+            pass
+
+
+def test_median_ci_is_distribution_free():
+    assert median_ci(np.ones(50)) == 0.0
+    assert median_ci(np.ones(3)) == float("inf")  # too few runs to say
+    rng = np.random.default_rng(0)
+    wide = median_ci(1 + rng.exponential(1.0, 200))
+    narrow = median_ci(1 + rng.exponential(0.01, 200))
+    assert narrow < 0.01 < wide
+    # an outlier does not move it (order statistics, not the standard deviation)
+    x = 1 + rng.exponential(0.01, 200)
+    assert median_ci(np.append(x, 1e6)) == pytest.approx(median_ci(x), rel=0.2)
+
+
+def test_repeats_adapt_to_the_noise():
+    steady = _FakeSession([0.3])
+    assert len(timed_runs(steady, {}, target_ci=0.05, max_runs=200)) == 10  # known at once
+    noisy = _FakeSession([0.2, 0.2, 1.5, 0.3, 2.5, 0.2, 0.9])
+    runs = timed_runs(noisy, {}, target_ci=0.01, max_runs=60, max_s=10)
+    assert len(runs) == 60  # never converges: the cap stops it
+    runs = timed_runs(_FakeSession([0.2, 3.0, 0.2, 0.4]), {}, target_ci=0.01, max_runs=10_000, max_s=0.05)
+    assert 10 <= len(runs) < 10_000  # the time cap too
+
+
+def _monitor(bursts):
+    m = NoiseMonitor.__new__(NoiseMonitor)
+    m.bursts = list(bursts)
+    return m
+
+
+def test_noise_figure_and_busy_ratio():
+    quiet = _monitor([1.0, 1.01, 0.99, 1.0, 1.02, 0.98] * 3).figure()
+    assert quiet["noise_pct"] < 2.5 and quiet["bursts"] == 18
+    loud = _monitor([1.0, 1.6, 0.9, 1.3, 1.0, 2.0, 1.1, 0.95, 1.4, 1.0]).figure()
+    assert loud["noise_pct"] > 20
+    m = _monitor([1.0] * 9)
+    assert m.ratio(1.0, 1.3) == pytest.approx(1.3)  # the busier side counts
+    assert m.ratio(0.7, 1.05) == pytest.approx(0.7)
+
+
+@pytest.fixture
+def space_only(monkeypatch):
+    """Measure only samples of the default space (small, fast networks)."""
+    monkeypatch.setattr(measure_mod, "STREAM_SHARES", {"space": 1.0, "random": 0.0, "zoo": 0.0})
+    return [DEFAULT_SPACE]
+
+
+def test_measure_records_noise_and_remeasures_busy_networks(tmp_path, monkeypatch, space_only):
+    """A loud machine: after the three opening bursts, every other reference burst runs
+    30% slow. Each network is measured again, the rows carry the bursts' ratio, the meta
+    the noise figure, and the run warns with the figure."""
+    real_burst = NoiseMonitor.burst
+    calls = [0]
+
+    def burst(self):
+        calls[0] += 1
+        real_burst(self)
+        if calls[0] > 3:
+            self.bursts[-1] = self.bursts[0] * (1 + 0.3 * (calls[0] % 2))
+        return self.bursts[-1]
+
+    monkeypatch.setattr(NoiseMonitor, "burst", burst)
+    out = tmp_path / "m.csv"
+    with pytest.warns(RuntimeWarning, match=r"this machine was noisy: .*\+-\d+\.\d% .*above the 5% target"):
+        meta = measure(out, device="cpu", time_budget=60, max_networks=3, space_files=space_only)
+    noise = meta["noise"]
+    assert noise["remeasured_networks"] == 3 and noise["busy_networks"] == 3 and noise["too_noisy"]
+    assert noise["bursts"] == 3 + 2 * 2 * 3 and noise["noise_pct"] > 5  # two bursts a measurement
+    assert json.loads(out.with_suffix(".meta.json").read_text())["noise"] == noise
+    table = read_measurements([out])
+    rows = list(__import__("csv").DictReader(out.open()))
+    assert all(r["reference_ratio"] != "" and float(r["latency_p10_ms"]) <= float(r["latency_p90_ms"]) for r in rows)
+    assert len(table) > 10
+
+
+def test_quiet_measure_does_not_warn(tmp_path, space_only, monkeypatch):
+    monkeypatch.setattr(NoiseMonitor, "burst", lambda self: self.bursts.append(1.0) or 1.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        meta = measure(tmp_path / "m.csv", device="cpu", time_budget=60, max_networks=2, space_files=space_only)
+    assert meta["noise"]["noise_pct"] == 0 and not meta["noise"]["too_noisy"]
+    assert meta["noise"]["remeasured_networks"] == 0
+
+
+def test_derived_features_name_the_op_and_memory_traffic():
+    X = np.zeros((2, len(FEATURES)))
+    col = {f: j for j, f in enumerate(FEATURES)}
+    X[:, col["cin"]], X[:, col["cout"]], X[:, col["groups"]] = 64, 32, 4
+    X[:, col["in_elements"]], X[:, col["out_elements"]], X[:, col["n_inputs"]] = 1000, 500, 2
+    X[:, col["macs"]], X[:, col["bytes"]] = 8000, 4000
+    D = with_derived(X, ["concat", "split"])[:, len(FEATURES) :]
+    d = dict(zip(DERIVED, D[0], strict=True))
+    assert d["op_code"] == OP_CODES["concat"] and D[1, DERIVED.index("op_code")] == OP_CODES["split"]
+    assert d["act_bytes"] == 4 * (2 * 1000 + 500)
+    assert d["intensity"] == 2.0 and d["macs_per_out"] == 16.0
+    assert d["cin_per_group"] == 16 and d["cout_per_group"] == 8
+
+
+# ---------------------------------------------------------------- measure --quick
+def _scaled(table: MeasurementTable, factors: dict[str, float]) -> MeasurementTable:
+    """The same networks on a 'machine' where each kernel type runs ``factors`` times as long."""
+    f = np.array([factors.get(op, 1.2) for op in table.ops])
+    y = table.y * f
+    sums = {}
+    for m, v in zip(table.model_ids, y, strict=True):
+        sums[m] = sums.get(m, 0.0) + v
+    rows = []
+    for r in table.model_rows:
+        ratio = r["latency_ms"] / r["kernel_sum_ms"]
+        rows.append(r | {"kernel_sum_ms": sums[r["model_id"]], "latency_ms": ratio * sums[r["model_id"]]})
+    return MeasurementTable(table.ops, table.X, y, rows, table.device, table.model_ids)
+
+
+def test_quick_corrections_recover_another_machine(tmp_path, space_only):
+    out = tmp_path / "sim.csv"
+    measure(out, device="sim-npu", time_budget=60, max_networks=60, seed=5, space_files=space_only)
+    table = read_measurements([out])
+    est = LatencyEstimator().fit(table, folds=0)
+    other = _scaled(table, {"conv": 1.6, "dwconv": 0.7})
+    fitted = corrections(est, other)
+    g = fitted["groups"]
+    assert g["conv"]["shift"] == pytest.approx(np.log(1.6), abs=0.05)
+    assert g["dwconv"]["shift"] == pytest.approx(np.log(0.7), abs=0.05)
+    err = expected_error(est, other)
+    assert err["networks"] >= 30
+    assert err["unadapted"]["mape"] > 15 and err["adapted"]["mape"] < err["unadapted"]["mape"] / 3
+
+
+def test_cli_measure_quick_adapts_the_shipped_estimator(tmp_path, monkeypatch):
+    """The whole command on this CPU, with a tiny budget: an adapted estimator is
+    written, describes this machine (estimate no longer warns), and keeps the original."""
+    out = tmp_path / "here.json.gz"
+    r = runner.invoke(app, ["measure", "--quick", "--time-budget", "8", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert report["networks"] >= 2 and report["seconds"] < 60 and "noise_pct" in report["noise"]
+    est = LatencyEstimator.load(out)
+    assert est.meta["adaptation"]["groups"]["*"]["n"] > 0
+    assert est.meta["adapted_from"]["source"] == "cpu"
+    onnx_path = export_onnx(SearchSpace.load(DEFAULT_SPACE).sample(0), tmp_path / "m.onnx")
+    r = runner.invoke(app, ["estimate", str(onnx_path), "--estimator", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert not any("another machine" in w for w in json.loads(r.output)["warnings"])
+    adapted = estimate_onnx(onnx_path, est).latency_ms
+    plain = estimate_onnx(onnx_path, LatencyEstimator.load(_shipped())).latency_ms
+    assert adapted != pytest.approx(plain, rel=1e-6)
+    r = runner.invoke(app, ["measure", "--quick", "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code == 2 and "--quick writes an estimator" in r.output
+
+
+def _shipped():
+    from nasctl.latency.api import estimator_path
+
+    return estimator_path("cpu")
