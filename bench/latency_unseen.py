@@ -30,6 +30,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from common import save  # noqa: E402
 from nasctl import zoo  # noqa: E402
 from nasctl.latency.api import estimate_onnx  # noqa: E402
 from nasctl.latency.estimator import LatencyEstimator, MeasurementTable, accuracy_metrics, read_measurements  # noqa: E402
-from nasctl.latency.measure import time_onnx_runs  # noqa: E402
+from nasctl.latency.measure import NoiseMonitor, time_onnx_runs  # noqa: E402
 from nasctl.latency.randnet import family_from_network_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,11 +60,17 @@ def nasctl(*args: str) -> tuple[dict, float]:
     return json.loads(proc.stdout), wall
 
 
-def zoo_pass(files: dict[str, Path], threads: int) -> dict[str, float]:
+def zoo_pass(files: dict[str, Path], threads: int) -> dict[str, dict[str, float]]:
+    """Each zoo network's median time, and the reference network's bursts around it (the
+    machine's speed at that moment, as ``nasctl measure`` tracks it)."""
     out = {}
-    for i, (name, path) in enumerate(files.items()):
-        out[name] = float(np.median(time_onnx_runs(path, threads, max_s=2.0)))
-        print(f"\r  timed {i + 1}/{len(files)}", end="", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        mon = NoiseMonitor(tmp, threads)
+        for i, (name, path) in enumerate(files.items()):
+            before = mon.burst()
+            ms = float(np.median(time_onnx_runs(path, threads, max_s=2.0)))
+            out[name] = {"ms": ms, "reference_ms": (before + mon.burst()) / 2}
+            print(f"\r  timed {i + 1}/{len(files)}", end="", flush=True)
     print()
     return out
 
@@ -91,7 +98,12 @@ def errors(pred: dict[str, float], measured: dict[str, float], noise: dict[str, 
     m = np.array([measured[n] for n in names])
     return {
         "per_model": {
-            n: {"estimated_ms": pred[n], "error_pct": (pred[n] - measured[n]) / measured[n] * 100} for n in names
+            n: {
+                "estimated_ms": pred[n],
+                "measured_ms": measured[n],
+                "error_pct": (pred[n] - measured[n]) / measured[n] * 100,
+            }
+            for n in names
         },
         "overall": accuracy_metrics(p, m) | {"noise_floor_mape": float(np.mean([noise[n] for n in names]))},
     }
@@ -158,25 +170,35 @@ def main() -> None:
             )
 
     passes = [state[f"zoo-{i}"] for i in range(1, PASSES + 1)]
-    measured = {n: float(np.median([p[n] for p in passes])) for n in files}
-    noise = {}
-    for n in files:
-        vals = [p[n] for p in passes]
-        noise[n] = float(
-            np.mean(
-                [
-                    abs(v - np.median(vals[:i] + vals[i + 1 :])) / np.median(vals[:i] + vals[i + 1 :]) * 100
-                    for i, v in enumerate(vals)
-                ]
-            )
-        )
+
+    def truth(speed: float | None) -> tuple[dict[str, float], dict[str, float]]:
+        """Measured ms per network (median of the passes) and its noise floor (each pass
+        against the median of the others, % MAPE); with ``speed``, each pass rescaled to
+        that reference time (ms) as `nasctl measure` rescales its rows."""
+        measured, noise = {}, {}
+        for n in files:
+            vals = [p[n]["ms"] * (speed / p[n]["reference_ms"] if speed else 1.0) for p in passes]
+            measured[n] = float(np.median(vals))
+            others = [np.median(vals[:i] + vals[i + 1 :]) for i in range(len(vals))]
+            noise[n] = float(np.mean([abs(v - o) / o * 100 for v, o in zip(vals, others, strict=True)]))
+        return measured, noise
+
+    def score(est: LatencyEstimator, pred: dict[str, float]) -> dict:
+        """Errors against raw measurements, and against measurements rescaled to the speed
+        the estimator's rows were rescaled to (where it records one)."""
+        out = {"raw": errors(pred, *truth(None))}
+        speed = est.device.get("reference_ms")
+        if speed:
+            out["at_reference_speed"] = errors(pred, *truth(speed)) | {"reference_ms": speed}
+        return out
 
     def on_zoo(est: LatencyEstimator, names=None) -> dict[str, float]:
         return {n: estimate_onnx(files[n], est).latency_ms for n in (names or files)}
 
     full = LatencyEstimator.load(est_path)
-    results: dict = {"measured_ms": measured, "passes_ms": passes, "noise_floor_pct": noise}
-    results["full"] = errors(on_zoo(full), measured, noise)
+    raw_measured, raw_noise = truth(None)
+    results: dict = {"passes": passes, "measured_ms": raw_measured, "noise_floor_pct": raw_noise}
+    results["full"] = score(full, on_zoo(full))
 
     if "lofo" not in state:
         print("stage lofo")
@@ -191,13 +213,11 @@ def main() -> None:
             pred.update(on_zoo(est, [n for n in names if n in files]))
             print(f"  {family}: {len(ids) - len(keep)} networks left out")
         done("lofo", {"pred": pred, "networks_left_out": trained_without})
-    results["lofo"] = errors(state["lofo"]["pred"], measured, noise) | {
-        "networks_left_out": state["lofo"]["networks_left_out"]
-    }
-    results["shipped"] = errors(
-        on_zoo(LatencyEstimator.load(ROOT / "estimators" / f"{args.shipped}.json.gz")), measured, noise
-    )
-    results["quick"] = errors(on_zoo(LatencyEstimator.load(quick_path)), measured, noise) | {
+    results["lofo"] = score(full, state["lofo"]["pred"]) | {"networks_left_out": state["lofo"]["networks_left_out"]}
+    shipped = LatencyEstimator.load(ROOT / "estimators" / f"{args.shipped}.json.gz")
+    results["shipped"] = score(shipped, on_zoo(shipped))
+    quick = LatencyEstimator.load(quick_path)
+    results["quick"] = score(quick, on_zoo(quick)) | {
         "wall_s": state["quick"]["wall_s"],
         "report": state["quick"]["report"],
         "groups": state["quick"]["groups"],
@@ -206,15 +226,26 @@ def main() -> None:
     results["fit"] = state["fit"]
     config = vars(args) | {"resolution": RES, "passes": PASSES, "zoo": sorted(files), "families": zoo.FAMILIES}
     save("latency_unseen", results, config)
-    noise_mean = np.mean(list(noise.values()))
-    print(f"zoo noise floor (one pass vs the other two): MAPE {noise_mean:.1f}%")
-    for key in ("lofo", "full", "shipped", "quick"):
-        o = results[key]["overall"]
-        print(f"{key:8s} MAPE {o['mape']:5.1f}%  within 10%: {o['acc10']:.0f}%  spearman {o['spearman']:.3f}")
-    print(f"{'model':20s} {'measured':>9s} {'lofo':>7s} {'full':>7s} {'shipped':>8s} {'quick':>7s} {'noise':>6s}")
+    keys = ("lofo", "full", "shipped", "quick")
+    for view in ("raw", "at_reference_speed"):
+        print(f"-- {view}")
+        for key in keys:
+            if view in results[key]:
+                o = results[key][view]["overall"]
+                print(
+                    f"{key:8s} MAPE {o['mape']:5.1f}%  within 10%: {o['acc10']:3.0f}%  "
+                    f"spearman {o['spearman']:.3f}  noise floor MAPE {o['noise_floor_mape']:.1f}%"
+                )
+    print(
+        f"{'model':20s} {'raw ms':>8s} " + " ".join(f"{k:>8s}" for k in keys) + "  (errors % at reference speed; raw)"
+    )
     for n in sorted(files):
-        row = [results[k]["per_model"][n]["error_pct"] for k in ("lofo", "full", "shipped", "quick")]
-        print(f"{n:20s} {measured[n]:8.2f}ms " + " ".join(f"{v:+7.1f}" for v in row) + f" {noise[n]:6.1f}")
+        cells = []
+        for k in keys:
+            r = results[k]
+            v = r.get("at_reference_speed", r["raw"])["per_model"][n]["error_pct"]
+            cells.append(f"{v:+8.1f}")
+        print(f"{n:20s} {raw_measured[n]:8.2f} " + " ".join(cells))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,15 @@ def estimate(
     arch = as_arch(model) if is_arch else None
     result = estimate_arch(arch, est, head) if arch is not None else estimate_onnx(model, est)
     result.estimator = {"path": str(estimator_path(estimator)), "device": est.device}
+    adaptation = est.meta.get("adaptation")
+    if adaptation:  # adapted to a machine by `nasctl measure --quick`: what error it expects
+        expected = adaptation.get("expected", {})
+        result.estimator["adapted"] = {
+            "from": est.meta.get("adapted_from", {}).get("source"),
+            "networks": expected.get("networks"),
+            "expected_mape": expected.get("adapted", {}).get("mape"),
+            "unadapted_mape": expected.get("unadapted", {}).get("mape"),
+        }
     other = machine_mismatch(est.device)
     if other:
         result.warnings.insert(0, other)

@@ -1,6 +1,7 @@
 """Measurement on a noisy machine (adaptive repeats, the reference network, the noise
 figure), the derived kernel features, and ``measure --quick`` (adapting an estimator)."""
 
+import csv
 import json
 import time
 
@@ -14,7 +15,7 @@ from nasctl.latency.adapt import corrections, expected_error
 from nasctl.latency.api import estimate_onnx
 from nasctl.latency.estimator import LatencyEstimator, MeasurementTable, read_measurements
 from nasctl.latency.features import DERIVED, FEATURES, OP_CODES, with_derived
-from nasctl.latency.measure import NoiseMonitor, median_ci, measure, timed_runs
+from nasctl.latency.measure import NoiseMonitor, measure, median_ci, timed_runs
 from nasctl.nn.export import export_onnx
 from nasctl.space import SearchSpace
 from tests.conftest import DEFAULT_SPACE
@@ -60,18 +61,19 @@ def test_repeats_adapt_to_the_noise():
 
 def _monitor(bursts):
     m = NoiseMonitor.__new__(NoiseMonitor)
-    m.bursts = list(bursts)
+    m.bursts, m.pairs = list(bursts), []
     return m
 
 
-def test_noise_figure_and_busy_ratio():
+def test_noise_figures_and_unsteady_networks():
     quiet = _monitor([1.0, 1.01, 0.99, 1.0, 1.02, 0.98] * 3).figure()
     assert quiet["noise_pct"] < 2.5 and quiet["bursts"] == 18
     loud = _monitor([1.0, 1.6, 0.9, 1.3, 1.0, 2.0, 1.1, 0.95, 1.4, 1.0]).figure()
     assert loud["noise_pct"] > 20
     m = _monitor([1.0] * 9)
-    assert m.ratio(1.0, 1.3) == pytest.approx(1.3)  # the busier side counts
-    assert m.ratio(0.7, 1.05) == pytest.approx(0.7)
+    assert m.around(1.0, 1.3) == (pytest.approx(1.15), True)  # the speed changed meanwhile
+    assert m.around(1.3, 1.35) == (pytest.approx(1.325), False)  # slow, but steady: rescaled
+    assert m.figure()["short_term_pct"] == pytest.approx(100 * (0.3 / 1.15 + 0.05 / 1.325) / 2)
 
 
 @pytest.fixture
@@ -81,10 +83,11 @@ def space_only(monkeypatch):
     return [DEFAULT_SPACE]
 
 
-def test_measure_records_noise_and_remeasures_busy_networks(tmp_path, monkeypatch, space_only):
+def test_measure_rescales_to_the_reference_speed_and_remeasures_unsteady_networks(tmp_path, monkeypatch, space_only):
     """A loud machine: after the three opening bursts, every other reference burst runs
-    30% slow. Each network is measured again, the rows carry the bursts' ratio, the meta
-    the noise figure, and the run warns with the figure."""
+    30% slow, so each network's speed changes during its measurement: it is measured
+    again, its rows are rescaled by the run's median reference time over its bursts'
+    mean, and the run warns with the noise figures."""
     real_burst = NoiseMonitor.burst
     calls = [0]
 
@@ -97,16 +100,21 @@ def test_measure_records_noise_and_remeasures_busy_networks(tmp_path, monkeypatc
 
     monkeypatch.setattr(NoiseMonitor, "burst", burst)
     out = tmp_path / "m.csv"
-    with pytest.warns(RuntimeWarning, match=r"this machine was noisy: .*\+-\d+\.\d% .*above the 5% target"):
+    with pytest.warns(RuntimeWarning, match=r"this machine is noisy: .*\+-\d+\.\d% .*against a 5% target"):
         meta = measure(out, device="cpu", time_budget=60, max_networks=3, space_files=space_only)
     noise = meta["noise"]
-    assert noise["remeasured_networks"] == 3 and noise["busy_networks"] == 3 and noise["too_noisy"]
-    assert noise["bursts"] == 3 + 2 * 2 * 3 and noise["noise_pct"] > 5  # two bursts a measurement
+    assert noise["remeasured_networks"] == 3 and noise["unsteady_networks"] == 3 and noise["too_noisy"]
+    assert noise["bursts"] == 3 + 2 * 2 * 3 and noise["noise_pct"] > 5 and noise["short_term_pct"] > 20
     assert json.loads(out.with_suffix(".meta.json").read_text())["noise"] == noise
-    table = read_measurements([out])
-    rows = list(__import__("csv").DictReader(out.open()))
-    assert all(r["reference_ratio"] != "" and float(r["latency_p10_ms"]) <= float(r["latency_p90_ms"]) for r in rows)
-    assert len(table) > 10
+    rows = list(csv.DictReader(out.open()))
+    speed = noise["rescaled_to_reference_ms"]
+    for r in rows:
+        factor = speed / float(r["reference_ms"])
+        assert float(r["latency_ms"]) == pytest.approx(float(r["latency_raw_ms"]) * factor, rel=1e-9)
+        assert float(r["latency_p10_ms"]) <= float(r["latency_p90_ms"])
+    # bursts: three of b, then b and 1.3 b alternating: the median is b, each network's mean 1.15 b
+    assert {round(speed / float(r["reference_ms"]), 4) for r in rows} == {round(1 / 1.15, 4)}
+    assert len(read_measurements([out])) > 10
 
 
 def test_quiet_measure_does_not_warn(tmp_path, space_only, monkeypatch):
@@ -117,6 +125,7 @@ def test_quiet_measure_does_not_warn(tmp_path, space_only, monkeypatch):
         warnings.simplefilter("error", RuntimeWarning)
         meta = measure(tmp_path / "m.csv", device="cpu", time_budget=60, max_networks=2, space_files=space_only)
     assert meta["noise"]["noise_pct"] == 0 and not meta["noise"]["too_noisy"]
+    assert meta["noise"]["rescale_p10"] == meta["noise"]["rescale_p90"] == 1.0
     assert meta["noise"]["remeasured_networks"] == 0
 
 
@@ -178,7 +187,9 @@ def test_cli_measure_quick_adapts_the_shipped_estimator(tmp_path, monkeypatch):
     onnx_path = export_onnx(SearchSpace.load(DEFAULT_SPACE).sample(0), tmp_path / "m.onnx")
     r = runner.invoke(app, ["estimate", str(onnx_path), "--estimator", str(out), "--json"])
     assert r.exit_code == 0, r.output
-    assert not any("another machine" in w for w in json.loads(r.output)["warnings"])
+    out_json = json.loads(r.output)
+    assert not any("another machine" in w for w in out_json["warnings"])
+    assert out_json["estimator"]["adapted"]["from"] == "cpu"
     adapted = estimate_onnx(onnx_path, est).latency_ms
     plain = estimate_onnx(onnx_path, LatencyEstimator.load(_shipped())).latency_ms
     assert adapted != pytest.approx(plain, rel=1e-6)

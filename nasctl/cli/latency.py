@@ -28,7 +28,9 @@ def measure(
     device: Annotated[
         str, typer.Option(help="cpu (onnxruntime) | sim-npu (the documented simulator, not hardware).")
     ] = "cpu",
-    time_budget: Annotated[float, typer.Option("--time-budget", help="Stop after SECONDS.", metavar="SECONDS")] = 600.0,
+    time_budget: Annotated[
+        float, typer.Option("--time-budget", help="Stop after SECONDS (--quick: at most 70).", metavar="SECONDS")
+    ] = 600.0,
     mode: Annotated[
         str, typer.Option(help="models: kernels timed inside random networks (profiler); kernels: alone.")
     ] = "models",
@@ -299,6 +301,13 @@ def estimate(
         f"{len(out['kernels'])} kernels)  params: {human(out['params'])}  "
         f"peak activations: {human(out['peak_activation_bytes'])}B  FLOPs: {human(out['flops'])}"
     )
+    adapted = result.estimator.get("adapted")
+    if adapted and adapted.get("expected_mape") is not None:
+        console.print(
+            f"estimator: {adapted['from']} adapted to this machine by measure --quick; expected error "
+            f"{adapted['expected_mape']:.1f}% MAPE on its {adapted['networks']} reference networks "
+            f"(unadapted: {adapted['unadapted_mape']:.1f}%)"
+        )
     if do_measure:
         console.print(
             f"measured: {out['measured_ms']:.3f} ms (std {out['measured_std_ms']:.3f}); error {out['error_pct']:+.1f}%"

@@ -173,7 +173,14 @@ def adapt(
     out.boosters, out.quantiles = est.boosters, est.quantiles
     out.meta = copy.deepcopy(est.meta)
     out.meta["adapted_from"] = {"source": source, "device": est.device, "overhead": est.meta.get("overhead", {})}
-    out.meta["device"] = {"device": "cpu", "simulated": False, "threads": threads, "mode": "models", **machine_info()}
+    out.meta["device"] = {
+        "device": "cpu",
+        "simulated": False,
+        "threads": threads,
+        "mode": "models",
+        **machine_info(),
+        "reference_ms": meta["device"].get("reference_ms"),
+    }
     out.meta["overhead"] = fitted["overhead"]
     out.meta["adaptation"] = {
         "groups": fitted["groups"],

@@ -268,18 +268,23 @@ class LatencyEstimator:
         X: np.ndarray, y: np.ndarray, folds: int, seed: int, networks: list[str] | None = None
     ) -> dict[str, float]:
         """k-fold CV on log latency. Where the rows name the network they were timed in
-        (and there are at least ``folds`` networks), folds split by network: kernels of
-        one network are never both in training and scored (a kernel repeats across the
-        blocks of a network, so random row folds would be optimistic)."""
+        (and there are at least ``folds`` networks, each fold leaving at least
+        ``MIN_ROWS // 2`` rows to train on), folds split by network: kernels of one network
+        are never both in training and scored (a kernel repeats across the blocks of a
+        network, so random row folds would be optimistic)."""
         from nasctl.latency._lgb import lightgbm as lgb
 
         rng = np.random.default_rng(seed)
         named = networks is not None and all(networks) and len(set(networks)) >= folds
+        assign = None
         if named:
             uniq = sorted(set(networks))
             fold_of = dict(zip(uniq, rng.permutation(len(uniq)) % folds, strict=True))
-            assign = np.array([fold_of[n] for n in networks])
-        else:
+            by_net = np.array([fold_of[n] for n in networks])
+            # a fold whose training part is tiny (one network holds most rows): rows, not networks
+            if min(int((by_net != f).sum()) for f in range(folds)) >= MIN_ROWS // 2:
+                assign = by_net
+        if assign is None:
             assign = rng.permutation(len(y)) % folds
         pred = np.empty_like(y)
         for f in range(folds):

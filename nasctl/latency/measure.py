@@ -14,8 +14,9 @@ thread count). Two modes, both writing the same columns:
   per-model overhead.
 
 A shared machine is noisy. Repeats adapt until each median is known to 1%; a fixed
-reference network timed before and after every network gives the machine's noise figure
-and flags networks measured during a busy spell, which are measured again
+reference network timed before and after every network tracks the machine's speed: the
+rows are rescaled to the run's median speed at the end, a network during which the speed
+changed is measured again, and the reference's spread is the machine's noise figure
 (``NoiseMonitor``).
 * ``kernels``: each kernel alone in a one-layer network, timed by wall clock.
 
@@ -53,8 +54,9 @@ CSV_COLUMNS = (
     "latency_std_ms",
     "latency_p10_ms",
     "latency_p90_ms",
+    "latency_raw_ms",
     "n_repeats",
-    "reference_ratio",
+    "reference_ms",
     "source",
     "model_id",
     "onnx_op",
@@ -303,7 +305,7 @@ def network_stream(
 # ---------------------------------------------------------------------------------------
 # machine noise
 # ---------------------------------------------------------------------------------------
-BUSY_TOLERANCE = 0.10  # a reference burst this far off the run's median: the machine was busy
+UNSTEADY = 0.10  # reference bursts before and after a network this far apart: speed changed
 BURST_RUNS = 15
 
 
@@ -327,10 +329,17 @@ def reference_net():
 
 
 class NoiseMonitor:
-    """Times the fixed reference network in short bursts, interleaved with the measured
-    networks (one burst before and one after each). The bursts' spread over the run is
-    the machine's noise figure; a network whose surrounding bursts are off the run's
-    median by more than ``BUSY_TOLERANCE`` was measured while the machine was busy."""
+    """Times the fixed reference network in short bursts (median of ``BURST_RUNS`` runs),
+    one before and one after every measured network.
+
+    A shared or virtual machine changes speed over seconds to minutes (other tenants,
+    clock changes), by tens of percent, and every network measured meanwhile runs slower
+    or faster alike: on a 2-core VM, the reference's and a MobileNetV2's burst medians
+    over a minute correlated at 0.82, and dividing by the reference cut the spread of the
+    MobileNetV2's log latency from 0.106 to 0.062. So each network's times are rescaled
+    to the run's median speed (``rescale``), and a network whose two bursts differ by
+    more than ``UNSTEADY`` (the speed changed during its measurement) is measured again.
+    The bursts' spread is the machine's noise figure."""
 
     def __init__(self, tmpdir: str | Path, threads: int) -> None:
         net, shape = reference_net()
@@ -341,6 +350,7 @@ class NoiseMonitor:
         for _ in range(10):
             self.sess.run(None, self.feed)
         self.bursts: list[float] = []
+        self.pairs: list[tuple[float, float]] = []
 
     def burst(self) -> float:
         times = []
@@ -351,29 +361,75 @@ class NoiseMonitor:
         self.bursts.append(float(np.median(times)))
         return self.bursts[-1]
 
-    def baseline(self) -> float:
+    def around(self, before: float, after: float) -> tuple[float, bool]:
+        """(reference ms for the network between the two bursts, whether the speed
+        changed during it)."""
+        self.pairs.append((before, after))
+        return (before + after) / 2, max(before, after) / min(before, after) - 1 > UNSTEADY
+
+    def speed(self) -> float:
+        """The run's median reference time: the speed measurements are rescaled to."""
         return float(np.median(self.bursts)) if self.bursts else float("nan")
 
-    def ratio(self, before: float, after: float) -> float:
-        """The bursts around one network, relative to the run's median so far; the
-        larger deviation of the two wins (a busy spell on either side counts)."""
-        base = self.baseline()
-        return max((before / base, after / base), key=lambda r: abs(r - 1))
-
     def figure(self) -> dict[str, Any]:
-        """The noise figure: half the p10-p90 range of the bursts over the run, relative to
-        their median, in percent (a single measurement's typical error on this machine)."""
+        """The noise figures, in percent: ``noise_pct``, half the p10-p90 range of the
+        bursts over the run relative to their median (how much one measurement on this
+        machine varies with when it was taken), and ``short_term_pct``, the median
+        relative difference of the two bursts around a network (what remains after the
+        rescaling)."""
         b = np.array(self.bursts)
         if len(b) < 3:
             return {"bursts": int(len(b))}
         med, p10, p90 = (float(v) for v in np.quantile(b, [0.5, 0.1, 0.9]))
+        pairs = np.array(self.pairs).reshape(-1, 2)
+        short = np.abs(pairs[:, 0] - pairs[:, 1]) / pairs.mean(axis=1) if len(pairs) else np.zeros(1)
         return {
             "reference_ms": med,
             "reference_p10_ms": p10,
             "reference_p90_ms": p90,
             "noise_pct": 100 * (p90 - p10) / (2 * med),
+            "short_term_pct": 100 * float(np.median(short)),
             "bursts": int(len(b)),
         }
+
+
+def reference_time(threads: int = 1, bursts: int = 3) -> float:
+    """This machine's speed now: the median of ``bursts`` bursts of the reference network
+    (ms), comparable with an estimator's ``device.reference_ms``."""
+    with tempfile.TemporaryDirectory(prefix="nasctl-reference-") as tmp:
+        mon = NoiseMonitor(tmp, threads)
+        return float(np.median([mon.burst() for _ in range(bursts)]))
+
+
+_SCALED = ("latency_ms", "latency_std_ms", "latency_p10_ms", "latency_p90_ms", "kernel_sum_ms")
+
+
+def rescale(path: Path, speed: float) -> tuple[float, float]:
+    """Rewrite the CSV at ``path`` with every row's times rescaled to the reference speed
+    ``speed`` (ms): ``latency_ms *= speed / reference_ms``; the measured value stays in
+    ``latency_raw_ms``. Returns the (p10, p90) of the factors applied."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    factors = []
+    for r in rows:
+        if not r.get("reference_ms"):
+            continue
+        f = speed / float(r["reference_ms"])
+        factors.append(f)
+        r["latency_raw_ms"] = r["latency_ms"]
+        for c in _SCALED:
+            if r.get(c):
+                r[c] = repr(float(r[c]) * f)
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    if not factors:
+        return 1.0, 1.0
+    lo, hi = np.quantile(factors, [0.1, 0.9])
+    return float(lo), float(hi)
 
 
 # ---------------------------------------------------------------------------------------
@@ -395,8 +451,9 @@ def _row(
         latency_std_ms=std,
         latency_p10_ms=band[0] if band else latency,
         latency_p90_ms=band[1] if band else latency,
+        latency_raw_ms=latency,
         n_repeats=runs,
-        reference_ratio=reference,
+        reference_ms=reference,
         source=source,
         model_id=model_id,
         onnx_op=k.onnx_op,
@@ -427,9 +484,10 @@ def measure(
 
     On a CPU, each network is timed with adaptive repeats (until the median is known to
     1%, within two seconds) between two bursts of a fixed reference network
-    (``NoiseMonitor``). When the bursts say the machine was busy, the network is measured
-    once more and the calmer of the two kept; the rows record the bursts' ratio to the
-    run's median (``reference_ratio``) and the p10/p90 of the runs. The sidecar's
+    (``NoiseMonitor``). When the two bursts differ (the speed changed meanwhile), the
+    network is measured once more and the steadier of the two kept. At the end, every
+    row is rescaled to the run's median speed (``latency_raw_ms`` keeps the measured
+    value, ``reference_ms`` the bursts' mean) and has the p10/p90 of its runs. The sidecar's
     ``noise`` block holds the machine noise figure; a warning names it when it exceeds
     ``target_error`` percent (``noise.too_noisy``)."""
 
@@ -499,7 +557,7 @@ def measure(
                     for _ in range(3):
                         monitor.burst()
                 best = None
-                for attempt in range(2):  # a busy spell: measure the network once more
+                for attempt in range(2):  # the speed changed meanwhile: measure the network once more
                     n_redo += attempt == 1
                     before = monitor.burst()
                     if mode == "kernels":
@@ -508,23 +566,26 @@ def measure(
                     else:
                         prof = profile_kernels(path, ks, threads, tmpdir=tmp)
                         times = prof[-1]
-                    ratio = monitor.ratio(before, monitor.burst())
-                    if best is None or abs(ratio - 1) < abs(best[0] - 1):
-                        best = (ratio, times, prof)
-                    if abs(ratio - 1) <= BUSY_TOLERANCE:
+                    after = monitor.burst()
+                    ref, unsteady = monitor.around(before, after)
+                    change = abs(after / before - 1)
+                    if best is None or change < best[0]:
+                        best = (change, ref, unsteady, times, prof)
+                    if not unsteady:
                         break
-                ratio, times, prof = best
-                n_busy += abs(ratio - 1) > BUSY_TOLERANCE
+                _, ref, unsteady, times, prof = best
+                n_busy += unsteady
+                ref = round(ref, 5)
                 wall, wall_std, runs = float(np.median(times)), float(np.std(times)), len(times)
                 wall_band = spread(times)
                 if prof is None:
                     main = max(ks, key=lambda k: k.macs + k.bytes)
-                    rows = [_row(main, wall, wall_std, runs, "isolated", name, wall_band, round(ratio, 4))]
+                    rows = [_row(main, wall, wall_std, runs, "isolated", name, wall_band, ref)]
                 else:
                     med, std, kruns, un, bands, _ = prof
                     unmatched.append(un)
                     rows = [
-                        _row(k, float(m), float(sd), kruns, "in-context", name, tuple(b), round(ratio, 4))
+                        _row(k, float(m), float(sd), kruns, "in-context", name, tuple(b), ref)
                         for k, m, sd, b in zip(ks, med, std, bands, strict=True)
                         if m > 0
                     ]
@@ -537,8 +598,9 @@ def measure(
                         "latency_std_ms": wall_std,
                         "latency_p10_ms": wall_band[0] if wall_band else wall,
                         "latency_p90_ms": wall_band[1] if wall_band else wall,
+                        "latency_raw_ms": wall,
                         "n_repeats": runs,
-                        "reference_ratio": round(ratio, 4) if sim is None else "",
+                        "reference_ms": ref if sim is None else "",
                         "source": "simulated" if sim is not None else "wall-clock",
                         "model_id": name,
                         "onnx_op": "",
@@ -564,12 +626,17 @@ def measure(
         )
     noise: dict[str, Any] = {}
     if monitor is not None:
+        lo, hi = rescale(out_csv, monitor.speed())
+        info["reference_ms"] = monitor.speed()  # the speed the rows are at: estimators carry it
         noise = monitor.figure() | {
+            "rescaled_to_reference_ms": monitor.speed(),
+            "rescale_p10": lo,
+            "rescale_p90": hi,
             "target_error_pct": target_error,
             "remeasured_networks": n_redo,
-            "busy_networks": n_busy,
+            "unsteady_networks": n_busy,
         }
-        noise["too_noisy"] = bool(noise.get("noise_pct", 0.0) > target_error)
+        noise["too_noisy"] = bool(max(noise.get("noise_pct", 0.0), noise.get("short_term_pct", 0.0)) > target_error)
         if noise["too_noisy"]:
             warnings.warn(noise_warning(noise), RuntimeWarning, stacklevel=2)
     meta = {
@@ -590,13 +657,15 @@ def measure(
 
 
 def noise_warning(noise: dict[str, Any]) -> str:
-    """One line: the machine noise figure against the target error."""
+    """One line: the machine's noise figures against the target error."""
     return (
-        f"this machine was noisy: a fixed reference network's latency varied by +-{noise['noise_pct']:.1f}% "
-        f"(p10 {noise['reference_p10_ms']:.3f} ms, p90 {noise['reference_p90_ms']:.3f} ms over "
-        f"{noise['bursts']} bursts), above the {noise['target_error_pct']:g}% target error; "
-        f"{noise['busy_networks']} networks stayed busy after a re-measurement. An estimator fitted "
-        "on these rows cannot be more accurate than that: measure again with no other jobs running"
+        f"this machine is noisy: a fixed reference network's latency varied by +-{noise['noise_pct']:.1f}% "
+        f"over the run (p10 {noise['reference_p10_ms']:.3f} ms, p90 {noise['reference_p90_ms']:.3f} ms, "
+        f"{noise['bursts']} bursts) and by {noise['short_term_pct']:.1f}% across one network's measurement, "
+        f"against a {noise['target_error_pct']:g}% target error. The rows were rescaled to the run's median "
+        "speed; a single measurement here (yours too) still varies that much with the moment it is taken: "
+        "measure with no other jobs running, or compare estimates with measurements taken alongside the "
+        "reference (nasctl estimate --measure)"
     )
 
 
