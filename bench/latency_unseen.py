@@ -68,7 +68,7 @@ def zoo_pass(files: dict[str, Path], threads: int) -> dict[str, dict[str, float]
         mon = NoiseMonitor(tmp, threads)
         for i, (name, path) in enumerate(files.items()):
             before = mon.burst()
-            ms = float(np.median(time_onnx_runs(path, threads, max_s=2.0)))
+            ms = float(np.median(time_onnx_runs(path, threads, target_ci=0.01, max_s=2.0)))
             out[name] = {"ms": ms, "reference_ms": (before + mon.burst()) / 2}
             print(f"\r  timed {i + 1}/{len(files)}", end="", flush=True)
     print()

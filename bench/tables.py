@@ -94,6 +94,56 @@ def latency_accuracy(d: dict) -> str:
     return "\n\n".join(out)
 
 
+def latency_unseen(d: dict) -> str:
+    """The estimator on the zoo: leave-one-family-out, every family in training, the
+    shipped estimator unadapted and adapted by measure --quick; raw and at the reference
+    speed, each beside its noise floor; then per model, and the per-kernel CV table."""
+    keys = (
+        ("lofo", "fitted here, leave-one-family-out"),
+        ("full", "fitted here, every family in training"),
+        ("shipped", "shipped cpu (another machine), unadapted"),
+        ("quick", "shipped cpu adapted by measure --quick"),
+    )
+    rows = []
+    for key, label in keys:
+        for view in ("at_reference_speed", "raw"):
+            if view not in d[key]:
+                continue
+            o = d[key][view]["overall"]
+            rows.append(
+                [
+                    label,
+                    "at reference speed" if view != "raw" else "raw",
+                    f"{o['mape']:.1f}%",
+                    f"{o['acc10']:.0f}% ({round(o['acc10'] * o['n'] / 100)}/{o['n']})",
+                    f"{o['noise_floor_mape']:.1f}%",
+                    f"{o['spearman']:.3f}",
+                ]
+            )
+    out = [_head(d), _table(["estimator", "measured", "MAPE", "within ±10%", "noise floor MAPE", "Spearman"], rows)]
+    per = []
+    for n in sorted(d["measured_ms"]):
+        cells = [n, f"{d['measured_ms'][n]:.2f}"]
+        for key, _ in keys:
+            r = d[key].get("at_reference_speed", d[key]["raw"])
+            cells.append(f"{r['per_model'][n]['error_pct']:+.1f}%")
+        cells.append(f"{d['noise_floor_pct'][n]:.1f}%")
+        per.append(cells)
+    out.append(_table(["model", "measured ms (raw)", "LOFO", "full", "shipped", "quick", "noise (raw)"], per))
+    cv = d["fit"]["report"].get("cv", {})
+    out.append(
+        _table(
+            ["kernel", "rows", "CV MAPE", "within ±10%", "Spearman"],
+            [
+                [g, str(c["n"]), f"{c['mape']:.1f}%", f"{c['acc10']:.0f}%", f"{c.get('spearman', float('nan')):.3f}"]
+                for g, c in sorted(cv.items(), key=lambda kv: -kv[1]["n"])
+                if "mape" in c
+            ],
+        )
+    )
+    return "\n\n".join(out)
+
+
 def measure_modes(d: dict) -> str:
     rows = []
     for space, modes in d["spaces"].items():
@@ -376,6 +426,7 @@ def eval_speed(d: dict) -> str:
 
 TABLES = {
     "latency_accuracy": latency_accuracy,
+    "latency_unseen": latency_unseen,
     "measure_modes": measure_modes,
     "latency_speed": latency_speed,
     "contrastive_gradient_bias": contrastive_gradient_bias,

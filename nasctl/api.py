@@ -70,7 +70,10 @@ def estimate(
     ``sim-npu-p32``) or an estimator file; when it was measured on another CPU model or
     onnxruntime version than this machine's, the first of ``warnings`` says so. With
     ``measure``, the model is also timed with onnxruntime on this CPU (``threads``
-    intra-op threads): ``measured_ms`` and ``error_pct`` are then set."""
+    intra-op threads): ``measured_ms`` and ``error_pct`` are then set, and the fixed
+    reference network is timed around it; where the estimator records the reference's
+    time when its rows were measured, ``at_reference_speed_ms`` is the measurement
+    rescaled to that speed (a shared machine's speed drifts by tens of percent)."""
     from nasctl.latency.api import estimate_arch, estimate_onnx, estimator_path, load_estimator
     from nasctl.latency.estimator import machine_mismatch
 
@@ -94,7 +97,12 @@ def estimate(
     if measure:
         if est.device.get("simulated"):
             raise NasctlError("--measure times on this CPU; the estimator is for the simulated sim-npu")
+        from nasctl.latency.measure import reference_time
+
+        before = reference_time(threads)
         result.set_measured(*_time_model(model if arch is None else arch, head, threads))
+        result.reference_now_ms = (before + reference_time(threads)) / 2
+        result.reference_estimator_ms = est.device.get("reference_ms")
     return result
 
 

@@ -201,3 +201,22 @@ def _shipped():
     from nasctl.latency.api import estimator_path
 
     return estimator_path("cpu")
+
+
+def test_estimate_measure_rescales_to_the_estimators_reference_speed(tmp_path, monkeypatch):
+    """--measure also times the reference network: the measurement rescaled to the speed
+    the estimator's rows were rescaled to is reported beside the raw one."""
+    est = LatencyEstimator.load(_shipped())
+    est.meta["device"] = est.meta["device"] | {"reference_ms": 1.5}
+    path = est.save(tmp_path / "e.json")
+    monkeypatch.setattr("nasctl.latency.measure.reference_time", lambda threads=1, bursts=3: 2.0)
+    onnx_path = export_onnx(SearchSpace.load(DEFAULT_SPACE).sample(0), tmp_path / "m.onnx")
+    r = runner.invoke(app, ["estimate", str(onnx_path), "--estimator", str(path), "--measure", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["reference_now_ms"] == 2.0 and out["reference_estimator_ms"] == 1.5
+    assert out["measured_at_reference_speed_ms"] == pytest.approx(out["measured_ms"] * 0.75)
+    expected = (out["latency_ms"] / (out["measured_ms"] * 0.75) - 1) * 100
+    assert out["error_at_reference_speed_pct"] == pytest.approx(expected)
+    r = runner.invoke(app, ["estimate", str(onnx_path), "--estimator", str(path), "--measure"])
+    assert r.exit_code == 0 and "at the estimator's reference speed" in r.output and "0.75x as fast" in r.output

@@ -312,6 +312,13 @@ def estimate(
         console.print(
             f"measured: {out['measured_ms']:.3f} ms (std {out['measured_std_ms']:.3f}); error {out['error_pct']:+.1f}%"
         )
+        if "measured_at_reference_speed_ms" in out:
+            console.print(
+                f"at the estimator's reference speed: {out['measured_at_reference_speed_ms']:.3f} ms; error "
+                f"{out['error_at_reference_speed_pct']:+.1f}% (the reference network runs "
+                f"{out['reference_estimator_ms'] / out['reference_now_ms']:.2f}x as fast now as when the "
+                "estimator was measured)"
+            )
     if out["warnings"]:
         # one row per cause; a warning the estimator did not count (another machine's) has no figures
         counted = {r["warning"]: r for r in result.warning_rows}

@@ -45,6 +45,10 @@ class Estimate:
     estimator: dict[str, Any] | None = None  # the estimator file and its device
     measured_ms: float | None = None  # set by a measurement (onnxruntime, this CPU)
     measured_std_ms: float | None = None
+    # the reference network's time around the measurement, and when the estimator's rows
+    # were measured: the measurement rescaled to the estimator's speed compares like with like
+    reference_now_ms: float | None = None
+    reference_estimator_ms: float | None = None
     # the estimator's warnings with their kernel counts and time shares (``warning_rows``);
     # ``warnings`` may hold more, without them (another machine's estimator)
     warning_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +93,24 @@ class Estimate:
             d["estimator"] = self.estimator
         if self.measured_ms is not None:
             d.update(measured_ms=self.measured_ms, measured_std_ms=self.measured_std_ms, error_pct=self.error_pct)
+        if self.at_reference_speed_ms is not None:
+            d.update(
+                reference_now_ms=self.reference_now_ms,
+                reference_estimator_ms=self.reference_estimator_ms,
+                measured_at_reference_speed_ms=self.at_reference_speed_ms,
+                error_at_reference_speed_pct=(self.latency_ms - self.at_reference_speed_ms)
+                / self.at_reference_speed_ms
+                * 100,
+            )
         return d
+
+    @property
+    def at_reference_speed_ms(self) -> float | None:
+        """The measurement rescaled to the speed the estimator's rows were rescaled to:
+        ``measured * reference_estimator / reference_now`` (None without both)."""
+        if self.measured_ms is None or not self.reference_now_ms or not self.reference_estimator_ms:
+            return None
+        return self.measured_ms * self.reference_estimator_ms / self.reference_now_ms
 
 
 def _estimate(est: LatencyEstimator, kernels: list[Kernel], mem) -> Estimate:
