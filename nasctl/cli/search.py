@@ -117,6 +117,8 @@ def search(
         top=top,
     )
     prepare(cfg)  # every bad input fails here, before the live view starts
+    if not as_json:  # stdout then holds JSON only
+        _warn_other_machine(cfg.estimator)
     interrupted = False
     with _SearchView(cfg, disabled=as_json) as view:
         try:
@@ -277,3 +279,13 @@ def report(
         print_json(json.loads((run_dir / "pareto.json").read_text()))
         return
     _render_search(res)
+
+
+def _warn_other_machine(estimator: str) -> None:
+    """The estimate's other-machine warning, once, before a search spends its budget."""
+    from nasctl.latency.api import load_estimator
+    from nasctl.latency.estimator import machine_mismatch
+
+    other = machine_mismatch(load_estimator(estimator).device)
+    if other:
+        Console(stderr=True).print(f"[yellow]warning:[/] {other}", highlight=False)
