@@ -9,7 +9,8 @@
   medians over ``--reps``):
 
   - ``minimal``: one ``time_onnx`` call, what ``nasctl estimate --measure`` does
-    (session creation, 5 warm-up runs, then >= 10 timed runs or 0.2 s);
+    (session creation, 5 warm-up runs, then timed runs until the median is known to 2%,
+    at least 10, at most 1 s);
   - ``accuracy``: what ``bench/latency_accuracy.py`` takes per model for its figures, a
     measurement and an independent re-measurement (two ``time_onnx`` calls), because
     repeat measurements on these shared machines differ by up to ~15%.
