@@ -640,6 +640,6 @@ def machine_mismatch(device: dict[str, Any], here: dict[str, Any] | None = None)
     return (
         "this estimator was measured on another machine ("
         + "; ".join(diffs)
-        + "): its latencies can be off by tens of percent here; fit one on this machine "
-        "(nasctl measure, then nasctl fit-estimator)"
+        + "): its latencies can be off by tens of percent here; adapt it in 90 s (nasctl measure --quick) "
+        "or fit one on this machine (nasctl measure, then nasctl fit-estimator)"
     )
