@@ -336,9 +336,9 @@ class NoiseMonitor:
 
     A shared or virtual machine changes speed over seconds to minutes (other tenants,
     clock changes), by tens of percent, and every network measured meanwhile runs slower
-    or faster alike: on a 2-core VM, the reference's and a MobileNetV2's burst medians
-    over a minute correlated at 0.82, and dividing by the reference cut the spread of the
-    MobileNetV2's log latency from 0.106 to 0.062. So each network's times are rescaled
+    or faster alike: on a 2-core VM, the reference's and a MobileNetV2's alternating burst
+    medians over 90 s correlated at 0.89, and dividing by the reference cut the spread of
+    the MobileNetV2's log latency from 0.126 to 0.060. So each network's times are rescaled
     to the run's median speed (``rescale``), and a network whose two bursts differ by
     more than ``UNSTEADY`` (the speed changed during its measurement) is measured again.
     The bursts' spread is the machine's noise figure."""
