@@ -94,8 +94,8 @@ def test_measure_rescales_to_the_reference_speed_and_remeasures_unsteady_network
     def burst(self):
         calls[0] += 1
         real_burst(self)
-        if calls[0] > 3:
-            self.bursts[-1] = self.bursts[0] * (1 + 0.3 * (calls[0] % 2))
+        if calls[0] > 1:  # the opening three at the first's speed, then alternating
+            self.bursts[-1] = self.bursts[0] * (1 + 0.3 * (calls[0] % 2) * (calls[0] > 3))
         return self.bursts[-1]
 
     monkeypatch.setattr(NoiseMonitor, "burst", burst)
@@ -195,6 +195,8 @@ def test_cli_measure_quick_adapts_the_shipped_estimator(tmp_path, monkeypatch):
     assert adapted != pytest.approx(plain, rel=1e-6)
     r = runner.invoke(app, ["measure", "--quick", "--out", str(tmp_path / "x.csv")])
     assert r.exit_code == 2 and "--quick writes an estimator" in r.output
+    r = runner.invoke(app, ["measure", "--quick", "--estimator", str(tmp_path / "none.json"), "--out", str(out)])
+    assert r.exit_code == 2 and "no such estimator file" in r.output and "measuring" not in r.output
 
 
 def _shipped():

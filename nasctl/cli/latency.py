@@ -81,11 +81,17 @@ def measure(
 
     from nasctl.latency.measure import measure as run_measure
 
-    if quick:
+    to_adapt = None
+    if quick:  # every bad input fails here, before the progress bar starts
         if device != "cpu" or mode != "models":
             raise NasctlError("--quick adapts a cpu estimator (--device cpu, --mode models)")
-        from nasctl.latency.adapt import QUICK_BUDGET_S
+        if out.suffix not in (".json", ".gz", ".xz"):
+            raise NasctlError(f"{out}: --quick writes an estimator: give --out a .json or .json.gz path")
+        from nasctl.latency.adapt import QUICK_BUDGET_S, check_adaptable
+        from nasctl.latency.api import estimator_path
+        from nasctl.latency.estimator import LatencyEstimator
 
+        to_adapt = check_adaptable(LatencyEstimator.load(estimator_path(estimator)), estimator)
         time_budget = min(time_budget, QUICK_BUDGET_S)
 
     with Progress(
@@ -107,8 +113,8 @@ def measure(
 
         with warnings.catch_warnings():  # failed exports and noise are reported below, in one line each
             warnings.simplefilter("ignore", RuntimeWarning)
-            if quick:
-                return _quick(out, estimator, time_budget, threads, seed, target_error, progress, as_json)
+            if to_adapt is not None:
+                return _quick(out, to_adapt, estimator, time_budget, threads, seed, target_error, progress, as_json)
             meta = run_measure(
                 out,
                 device=device,
@@ -148,14 +154,11 @@ def _noise_line(noise: dict) -> None:
         Console(stderr=True).print(f"[yellow]warning:[/] {noise_warning(noise)}", highlight=False)
 
 
-def _quick(out: Path, source: str, budget: float, threads: int, seed, target: float, progress, as_json: bool) -> None:
+def _quick(
+    out: Path, est, source: str, budget: float, threads: int, seed, target: float, progress, as_json: bool
+) -> None:
     from nasctl.latency.adapt import QUICK_SEED, adapt
-    from nasctl.latency.api import estimator_path
-    from nasctl.latency.estimator import LatencyEstimator
 
-    if out.suffix not in (".json", ".gz", ".xz"):
-        raise NasctlError(f"{out}: --quick writes an estimator: give --out a .json or .json.gz path")
-    est = LatencyEstimator.load(estimator_path(source))
     adapted, report = adapt(est, source, budget, threads, QUICK_SEED if seed is None else seed, target, progress)
     adapted.save(out)
     report["out"] = str(out)

@@ -37,7 +37,14 @@ from typing import Any
 import numpy as np
 
 from nasctl.errors import NasctlError
-from nasctl.latency.estimator import LatencyEstimator, MeasurementTable, accuracy_metrics, read_measurements
+from nasctl.latency.estimator import (
+    LatencyEstimator,
+    MeasurementTable,
+    accuracy_metrics,
+    corrected,
+    network_total,
+    read_measurements,
+)
 from nasctl.latency.features import OP_GROUP
 
 QUICK_BUDGET_S = 70.0  # measurement; with start-up and fitting the command stays under 90 s
@@ -77,11 +84,6 @@ def _network_index(table: MeasurementTable) -> tuple[list[str], dict[str, np.nda
     return names, {m: np.flatnonzero(ids == m) for m in names}, models
 
 
-def _total(overhead: dict[str, float], kernel_sum: float, n_kernels: float) -> float:
-    t = overhead.get("scale", 1.0) * kernel_sum + overhead.get("intercept_ms", 0.0)
-    return max(t + overhead.get("per_kernel_ms", 0.0) * n_kernels, 0.5 * kernel_sum)
-
-
 def corrections(est: LatencyEstimator, table: MeasurementTable) -> dict[str, Any]:
     """The per-kernel-type corrections and the per-network overhead fitted on ``table``."""
     raw = est.predict_rows(table.ops, table.X, adapted=False)
@@ -111,17 +113,12 @@ def expected_error(est: LatencyEstimator, table: MeasurementTable) -> dict[str, 
         overhead = LatencyEstimator._fit_overhead(others)
         if overhead.get("n", 0) < 5:
             overhead = est.meta.get("overhead", {})
-        fixed = np.array(
-            [
-                np.exp(corr.get(g, corr["*"])["shift"] + corr.get(g, corr["*"])["slope"] * v)
-                for g, v in zip(groups[idx], lp[idx], strict=True)
-            ]
-        )
+        fixed = np.concatenate([corrected(corr, g, raw[[i]]) for g, i in zip(groups[idx], idx, strict=True)])
         n_k = models[m]["n_kernels"]
         n_k = n_k if np.isfinite(n_k) else len(idx)
         measured.append(models[m]["latency_ms"])
-        adapted.append(_total(overhead, float(fixed.sum()), n_k))
-        unadapted.append(_total(est.meta.get("overhead", {}), float(raw[idx].sum()), n_k))
+        adapted.append(float(network_total(overhead, fixed.sum(), n_k)))
+        unadapted.append(float(network_total(est.meta.get("overhead", {}), raw[idx].sum(), n_k)))
     if len(measured) < 3:
         return {"networks": len(measured)}
     return {
@@ -129,6 +126,13 @@ def expected_error(est: LatencyEstimator, table: MeasurementTable) -> dict[str, 
         "adapted": accuracy_metrics(np.array(adapted), np.array(measured)),
         "unadapted": accuracy_metrics(np.array(unadapted), np.array(measured)),
     }
+
+
+def check_adaptable(est: LatencyEstimator, source: str) -> LatencyEstimator:
+    """``est`` if it can be adapted to this machine (a cpu estimator), else NasctlError."""
+    if est.device.get("simulated"):
+        raise NasctlError(f"{source}: a simulated-device estimator needs no adaptation (--quick is for cpu ones)")
+    return est
 
 
 def adapt(
@@ -145,8 +149,7 @@ def adapt(
     from nasctl.latency.estimator import machine_info
     from nasctl.latency.measure import measure
 
-    if est.device.get("simulated"):
-        raise NasctlError(f"{source}: a simulated-device estimator needs no adaptation (--quick is for cpu ones)")
+    check_adaptable(est, source)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(keep_csv) if keep_csv else Path(tmp) / "quick.csv"

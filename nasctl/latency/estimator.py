@@ -198,6 +198,24 @@ def _prediction_only(model: str) -> str:
     return head + sep + trees + end + tail
 
 
+def corrected(corrections: dict[str, dict[str, float]], group: str, ms: np.ndarray) -> np.ndarray:
+    """Per-kernel-type correction fitted by ``nasctl measure --quick``:
+    ``log ms' = shift + slope * log ms``, the group's or else the all-kernel (``*``) one;
+    identity without either."""
+    c = corrections.get(group) or corrections.get("*")
+    if not c:
+        return ms
+    return np.exp(c["shift"] + c["slope"] * np.log(np.maximum(ms, 1e-9)))
+
+
+def network_total(overhead: dict[str, float], kernel_sum: np.ndarray, n_kernels: np.ndarray) -> np.ndarray:
+    """Whole-network latency from the kernels' sum: ``scale * sum + intercept + per_kernel *
+    n_kernels`` (the fitted per-network overhead), never below half the sum."""
+    o = overhead
+    total = o.get("scale", 1.0) * kernel_sum + o.get("intercept_ms", 0.0) + o.get("per_kernel_ms", 0.0) * n_kernels
+    return np.maximum(total, 0.5 * kernel_sum)
+
+
 class LatencyEstimator:
     """Kernel list in, latency_ms out."""
 
@@ -386,13 +404,8 @@ class LatencyEstimator:
         return out
 
     def _adapted(self, group: str, ms: np.ndarray) -> np.ndarray:
-        """Per-kernel-type correction fitted by ``nasctl measure --quick`` on this machine:
-        ``log ms' = shift + slope * log ms`` (identity when the estimator is not adapted)."""
-        corr = self.meta.get("adaptation", {}).get("groups", {})
-        c = corr.get(group) or corr.get("*")
-        if not c:
-            return ms
-        return np.exp(c["shift"] + c["slope"] * np.log(np.maximum(ms, 1e-9)))
+        """The ``measure --quick`` correction, where the estimator was adapted."""
+        return corrected(self.meta.get("adaptation", {}).get("groups", {}), group, ms)
 
     def predict_rows(self, ops: list[str], X: np.ndarray, adapted: bool = True) -> np.ndarray:
         """Per-row latency_ms of a measurement table's kernel rows (``ops``, base features
@@ -417,9 +430,7 @@ class LatencyEstimator:
         return out
 
     def _total(self, kernel_sum: np.ndarray, n_kernels: np.ndarray) -> np.ndarray:
-        o = self.meta.get("overhead", {})
-        total = o.get("scale", 1.0) * kernel_sum + o.get("intercept_ms", 0.0) + o.get("per_kernel_ms", 0.0) * n_kernels
-        return np.maximum(total, 0.5 * kernel_sum)
+        return network_total(self.meta.get("overhead", {}), kernel_sum, n_kernels)
 
     def predict(self, kernels: list[Kernel]) -> float:
         return float(self.predict_many([kernels])[0])
