@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from nasctl.latency.kernels import BYTES_PER_ELEMENT as BYTES
-from nasctl.latency.kernels import Kernel
+from nasctl.latency.kernels import KERNEL_OPS, Kernel
 
 ACT_CODES = {
     "": 0,
@@ -80,35 +80,9 @@ DERIVED = (
     "cin_per_group",
     "cout_per_group",
 )
-# Stable codes for the op feature (new ops are appended, never renumbered).
-OP_CODES = {
-    op: i
-    for i, op in enumerate(
-        (
-            "conv",
-            "dwconv",
-            "gconv",
-            "fc",
-            "maxpool",
-            "avgpool",
-            "gap",
-            "se",
-            "add",
-            "mul",
-            "concat",
-            "split",
-            "shuffle",
-            "transpose",
-            "reshape",
-            "pad",
-            "act",
-            "matmul",
-            "norm",
-            "softmax",
-            "reduce",
-        )
-    )
-}
+# Codes for the op feature: positions in ``KERNEL_OPS``, which only ever grows at its end
+# (fitted estimators hold these codes).
+OP_CODES = {op: i for i, op in enumerate(KERNEL_OPS)}
 MODEL_FEATURES = FEATURES + DERIVED
 # Columns of a measurement CSV besides the features.
 KERNEL_COLUMNS = ("op",) + FEATURES

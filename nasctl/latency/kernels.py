@@ -41,6 +41,7 @@ from nasctl.nn.layers import LayerSpec
 from nasctl.nn.lower import lower
 
 # Kernel types the estimator knows. Anything else is "unknown" (roofline fallback + warning).
+# Append only: a type's position is its code in the estimator's op feature.
 KERNEL_OPS = (
     "conv",
     "dwconv",
