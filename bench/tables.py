@@ -424,6 +424,73 @@ def eval_speed(d: dict) -> str:
     return "\n\n".join([_head(d), _table(["eval batch", *head], rows)])
 
 
+def proxy_eval(d: dict) -> str:
+    out = [_head(d)]
+    rows = []
+
+    def tau(kv):
+        t = kv[1]["kendall_tau"]
+        return -(t if t is not None else -9)
+
+    for name, r in sorted(d["table"].items(), key=tau):
+        lo, hi = r["tau_ci95"]
+        rows.append(
+            [
+                f"`{name}`" + (" (baseline)" if name in ("params", "flops") else ""),
+                f"{r['kendall_tau']:+.3f}",
+                f"[{lo:+.2f}, {hi:+.2f}]",
+                f"{r['spearman_rho']:+.3f}",
+                f"{100 * r['top10_precision']:.0f}%",
+            ]
+        )
+    out.append(_table(["score", "Kendall tau", "95% interval", "Spearman rho", "top-10% precision"], rows))
+    c = d.get("seed_ceiling")
+    acc = d["accuracy"]
+    cfg = d["config"]["eval_config"]
+    text = (
+        f"{len(d['archs'])} archs, {cfg['epochs']} epochs at batch {cfg['batch_size']} ({cfg['loss']}), seeds "
+        f"{cfg['seeds']}, scores at batch {cfg['proxy_batch']}; val accuracy {100 * acc['min']:.1f}-"
+        f"{100 * acc['max']:.1f}% (mean {100 * acc['mean']:.1f}%)."
+    )
+    if c:
+        text += (
+            f" Ceiling, seed {c['seeds'][0]} vs seed {c['seeds'][1]}: tau {c['kendall_tau']:.3f} "
+            f"[{c['tau_ci95'][0]:.2f}, {c['tau_ci95'][1]:.2f}]."
+        )
+    out.append(text)
+    b = d["beats_baselines"]
+    out.append(
+        f"Higher tau than both baselines (the better one: {b['baseline_tau']:.3f}): "
+        f"{', '.join(b['higher_tau']) or 'none'}; "
+        f"whole 95% interval above it: {', '.join(b['interval_above']) or 'none'}."
+    )
+    return "\n\n".join(out)
+
+
+def zeroshot_speed(d: dict) -> str:
+    out = [_head(d)]
+    a = d["config"]
+    rows = [
+        [f"`{n}`", f"{r['candidates_per_min']:.0f}", f"{1000 * r['mean_s']:.0f}", f"{1000 * r['p90_s']:.0f}"]
+        for n, r in sorted(d["rates"].items(), key=lambda kv: -kv[1]["candidates_per_min"])
+    ]
+    out.append(
+        f"{a['archs']} archs of the default space, batch {a['proxy_batch']}, {a['threads']} threads "
+        "(a fresh model per arch, as in a search):"
+    )
+    out.append(_table(["score", "candidates / min", "mean ms", "p90 ms"], rows))
+    for key in ("search", "search_measured"):
+        s = d.get(key)
+        if s:
+            out.append(
+                f"- `search --strategy zeroshot --trials {s['trials']}` ({'with' if s['measure'] else 'without'} "
+                f"measuring the winners): {s['total_s']:.0f} s in all (prepare {s['prepare_s']:.1f} s, search "
+                f"{s['search_s']:.0f} s = {s['trials_per_min']:.0f} trials/min, outputs {s['outputs_s']:.1f} s); "
+                f"{s['duplicates']} duplicate archs not re-scored, {s['pareto']} on the Pareto front."
+            )
+    return "\n\n".join(out)
+
+
 TABLES = {
     "latency_accuracy": latency_accuracy,
     "latency_unseen": latency_unseen,
@@ -438,6 +505,8 @@ TABLES = {
     "search_acceptance": search_acceptance,
     "pretrain_overhead": pretrain_overhead,
     "eval_speed": eval_speed,
+    "proxy_eval": proxy_eval,
+    "zeroshot_speed": zeroshot_speed,
 }
 
 

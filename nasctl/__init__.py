@@ -15,7 +15,10 @@ The public API (imported on first use, so ``import nasctl`` stays light)::
 * ``estimate(model_or_arch, estimator="cpu") -> Estimate``: latency_ms, params,
   peak_activation_bytes, kernels, warnings;
 * ``pretrain(arch, ...) -> dict``: contrastive pretraining + linear probe;
-* ``search(space, strategy=..., ...) -> SearchResult``;
+* ``search(space, strategy=..., ...) -> SearchResult`` (``strategy="zeroshot", proxy=...``
+  for a training-free search);
+* ``proxy_eval(space, archs=N, ...) -> dict``: how well each zero-shot score ranks the
+  space's archs against training; ``PROXIES``, ``register_proxy``: the scores;
 * ``STRATEGIES``, ``register_strategy``, ``Scorer``, ``Strategy``, ``TrialRecord``: the search framework.
 """
 
@@ -40,8 +43,12 @@ _EXPORTS = {
     "Strategy": "nasctl.search.base",
     "STRATEGIES": "nasctl.search.base",
     "register_strategy": "nasctl.search.base",
+    "proxy_eval": "nasctl.api",
+    "PROXIES": "nasctl.zeroshot.proxies",
+    "register_proxy": "nasctl.zeroshot.proxies",
 }
 __all__ = [
+    "PROXIES",
     "STRATEGIES",
     "Arch",
     "Estimate",
@@ -55,12 +62,14 @@ __all__ = [
     "__version__",
     "estimate",
     "pretrain",
+    "proxy_eval",
+    "register_proxy",
     "register_strategy",
     "search",
 ]
 
 if TYPE_CHECKING:
-    from nasctl.api import estimate, pretrain, search  # noqa: F811
+    from nasctl.api import estimate, pretrain, proxy_eval, search  # noqa: F811
     from nasctl.arch import Arch
     from nasctl.errors import NasctlError
     from nasctl.latency.api import Estimate
@@ -68,6 +77,7 @@ if TYPE_CHECKING:
     from nasctl.search.config import SearchConfig
     from nasctl.search.results import SearchResult
     from nasctl.space import SearchSpace
+    from nasctl.zeroshot.proxies import PROXIES, register_proxy
 
 
 def __getattr__(name: str) -> Any:

@@ -205,3 +205,24 @@ def search(
     prepare(cfg)
     run_search(cfg, progress, prepared=True)
     return write_outputs(cfg, measure=measure)
+
+
+def proxy_eval(space: SearchSpace | str | Path, *, progress=None, **options: Any) -> dict:
+    """Train archs drawn uniformly from ``space``, compute every zero-shot score for each,
+    and return how well each score ranks them (what ``nasctl proxy-eval`` prints and saves
+    as ``proxy_eval.json`` / ``proxy_eval.png`` in ``out``). ``options`` are
+    ``nasctl.zeroshot.evaluate.EvalConfig``'s fields: ``out``, ``archs``, ``seeds``,
+    ``epochs``, ``batch_size``, ``proxies``, ``proxy_batch``, ... Cached in ``out``: a
+    re-run adds only what is missing."""
+    from nasctl.space import SearchSpace
+    from nasctl.zeroshot.evaluate import EvalConfig, evaluate_scores, write_results
+
+    space_file = space.source if isinstance(space, SearchSpace) else str(space)
+    if "seeds" in options:
+        options["seeds"] = tuple(options["seeds"])
+    if "proxies" in options:
+        options["proxies"] = tuple(options["proxies"])
+    cfg = EvalConfig(space_file=space_file, **options)
+    result = evaluate_scores(cfg, progress)
+    write_results(cfg, result)
+    return result

@@ -24,14 +24,22 @@ def search(
         ),
     ],
     strategy: Annotated[
-        str, typer.Option(help="A registered strategy; multishot: NSGA-II, each candidate trained briefly.")
+        str,
+        typer.Option(
+            help="A registered strategy; multishot: NSGA-II, each candidate trained briefly; "
+            "zeroshot: NSGA-II over a training-free score (--proxy), thousands of trials."
+        ),
     ] = "multishot",
     out: Annotated[Path, typer.Option(help="Run folder (study, trials.csv, pareto.*, winners/, report.md).")] = Path(
         "runs/search"
     ),
     trials: Annotated[
-        Optional[int], typer.Option(help="Complete trials the study must reach (a resumed run runs the rest).")
-    ] = 20,
+        Optional[int],
+        typer.Option(
+            help="Complete trials the study must reach (a resumed run runs the rest). "
+            "Default: 20 (multishot), 2000 (zeroshot); none with --time-budget alone."
+        ),
+    ] = None,
     time_budget: Annotated[
         Optional[float], typer.Option("--time-budget", metavar="SECONDS", help="Stop starting trials after SECONDS.")
     ] = None,
@@ -75,6 +83,17 @@ def search(
     do_measure: Annotated[
         bool, typer.Option("--measure/--no-measure", help="Time the winners and the baseline with onnxruntime.")
     ] = True,
+    proxy: Annotated[
+        Optional[str],
+        typer.Option(
+            help="zeroshot: the score, one of naswot, swap, meco, synflow, grad_norm, snip, zico, aznas, params, "
+            "flops, or a rank vote vote:A,B,C (default: naswot)."
+        ),
+    ] = None,
+    proxy_batch: Annotated[int, typer.Option("--proxy-batch", min=4, help="zeroshot: images each score reads.")] = 32,
+    reference: Annotated[
+        int, typer.Option(min=8, help="zeroshot: archs a ranked score (vote, aznas) ranks against, scored first.")
+    ] = 64,
     as_json: Annotated[bool, typer.Option("--json", help="Print pareto.json instead of tables.")] = False,
 ) -> None:
     """Search a space for archs that trade accuracy against latency (and memory) on a target.
@@ -89,6 +108,7 @@ def search(
     * `nasctl search search_spaces/mobilenetv2_32.yaml --trials 12 --out runs/x`
     * `nasctl search SPACE.yaml --estimator sim-npu-p16 --latency-budget 0.5 --objectives accuracy,latency_ms,memory_mb`
     * `nasctl search SPACE.yaml --storage postgresql://user:pw@host/db --workers 2` (run on several machines)
+    * `nasctl search SPACE.yaml --strategy zeroshot --trials 2000 --proxy vote:naswot,synflow,zico`
     """
     from nasctl.search import make_config, prepare, run_search, write_outputs
 
@@ -115,6 +135,9 @@ def search(
         study_name=study_name,
         workers=workers,
         top=top,
+        proxy=proxy,
+        proxy_batch=proxy_batch,
+        reference_size=reference,
     )
     prepare(cfg)  # every bad input fails here, before the live view starts
     if not as_json:  # stdout then holds JSON only
@@ -169,7 +192,11 @@ class _SearchView:
             return
         kind = event.get("event")
         if kind == "train":
-            self.status = f"trial {event['trial']}: training {event['arch'][:60]}..."
+            self.status = f"trial {event['trial']}: {event.get('verb', 'training')} {event['arch'][:60]}..."
+        elif kind == "reference":
+            self.status = f"scoring the reference sample: {event['done']}/{event['total']}"
+        elif kind == "tick":
+            self.counts = event["counts"]
         elif kind == "step":
             self.status = (
                 f"trial {event['trial']}: {min(1.0, event['fraction']):.0%} of its budget, loss {event['loss']:.3f}, "
@@ -179,14 +206,14 @@ class _SearchView:
             self.status = f"waiting for {event['running']} trial(s) running elsewhere (or stale)"
         elif kind == "done":
             self.counts = event["counts"]
-            self._refresh_front()
+            self._refresh_front(event.get("study"))
         self.live.update(self._render())
 
-    def _refresh_front(self) -> None:
+    def _refresh_front(self, study=None) -> None:
         from nasctl.search import collect
 
         try:
-            res = collect(self.cfg)
+            res = collect(self.cfg, study)
         except Exception:  # the view never stops a search
             return
         self.result = res

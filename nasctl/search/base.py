@@ -30,7 +30,8 @@ Progress = Callable[[dict], None]
 @dataclass(frozen=True)
 class Column:
     """One scorer metric as the outputs show it: ``key`` in the record, a short table
-    ``label`` and a format (``pct``: a fraction shown as a percentage; ``num``: 3 decimals)."""
+    ``label`` and a format (``pct``: a fraction shown as a percentage; ``num``: 3 decimals;
+    ``g``: 4 significant digits)."""
 
     key: str
     label: str
@@ -39,6 +40,8 @@ class Column:
     def render(self, value: Any) -> str:
         if value is None:
             return "–"
+        if self.fmt == "g":
+            return f"{value:.4g}"
         return f"{100 * value:.1f}%" if self.fmt == "pct" else f"{value:.3f}"
 
 
@@ -57,6 +60,7 @@ class Scorer(Protocol):
     columns: ClassVar[tuple[Column, ...]]  # metrics shown in tables; the first is the score
     metrics: ClassVar[tuple[str, ...]]  # every key the scorer records (trials.csv, reuse by twins)
     recoverable: ClassVar[tuple[type[BaseException], ...]]
+    verb: ClassVar[str]  # what a trial is doing while it is scored, for the live view ("training")
 
     def __call__(self, arch: Arch, progress: Progress | None = None) -> dict[str, Any]: ...
 
@@ -68,6 +72,10 @@ class Strategy(Protocol):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for --help and the error listing strategies
     scorer_type: ClassVar[type]  # the Scorer class (its objective, columns, ... describe outputs)
+    default_trials: ClassVar[int]  # trials when neither --trials nor --time-budget is given
+    # optional ``batch: ClassVar[int]``: trials a lone worker runs in memory between writes
+    # to the storage (for trials cheaper than a storage round trip); absent: every trial
+    # goes straight to the storage
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
         """Check the strategy's own options and inputs (raise NasctlError), before any work."""

@@ -14,7 +14,7 @@ from nasctl.search.scorers.trained import TrialBudget
 
 CONFIG_FILE = "search.json"
 # settings that must match when a run resumes an existing study
-STUDY_KEYS = ("space_file", "strategy", "objectives", "estimator", "data", "budget", "sampler")
+STUDY_KEYS = ("space_file", "strategy", "objectives", "estimator", "data", "budget", "sampler", "proxy", "proxy_batch")
 
 
 @dataclass
@@ -35,10 +35,21 @@ class SearchConfig:
     population_size: int | None = None  # NSGA-II only (None: the sampler's default for the space)
     top_k: int = 3
     sampler: str = "nsga2"  # or "random": the baseline a search should beat
+    proxy: str | None = None  # zeroshot: a registered score or vote:A,B (None: the default)
+    proxy_batch: int = 32  # zeroshot: images each score reads
+    reference_size: int = 64  # zeroshot: archs a ranked score (vote, aznas) ranks against
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
+        """The storage given, else a file in the run folder: SQLite, or a journal log for a
+        strategy that writes its cheap trials in batches (``Strategy.batch``)."""
+        if self.storage:
+            return self.storage
+        from nasctl.search.base import get_strategy
+
+        if getattr(get_strategy(self.strategy), "batch", 0):
+            return f"journal:///{Path(self.out).resolve() / 'study.log'}"
+        return f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
 
     @property
     def name(self) -> str:
@@ -62,6 +73,9 @@ class SearchConfig:
             "population_size": self.population_size,
             "top_k": self.top_k,
             "sampler": self.sampler,
+            "proxy": self.proxy,
+            "proxy_batch": self.proxy_batch,
+            "reference_size": self.reference_size,
         }
 
     @classmethod
@@ -87,6 +101,9 @@ class SearchConfig:
             population_size=d["population_size"],
             top_k=d["top_k"],
             sampler=d.get("sampler", "nsga2"),
+            proxy=d.get("proxy"),
+            proxy_batch=d.get("proxy_batch", 32),
+            reference_size=d.get("reference_size", 64),
         )
 
     def save(self) -> Path:
@@ -134,7 +151,7 @@ def make_config(
     *,
     strategy: str = "multishot",
     out: str | Path = "runs/search",
-    trials: int | None = 20,
+    trials: int | None = None,
     time_budget_s: float | None = None,
     estimator: str = "cpu",
     objectives: str | tuple[str, ...] | None = None,
@@ -153,14 +170,20 @@ def make_config(
     study_name: str | None = None,
     workers: int = 1,
     top: int = 3,
+    proxy: str | None = None,
+    proxy_batch: int = 32,
+    reference_size: int = 64,
 ) -> SearchConfig:
     """A ``SearchConfig`` from the options ``nasctl search`` takes (same names, same defaults).
 
     ``objectives``: the score and some costs, comma-separated or a tuple; default: the
-    strategy's score and ``latency_ms``."""
+    strategy's score and ``latency_ms``. ``trials``: default the strategy's
+    (``default_trials``) unless ``time_budget_s`` alone bounds the run."""
     from nasctl.contrastive import PretrainConfig
     from nasctl.search.base import get_strategy
 
+    if trials is None and time_budget_s is None:  # the strategy's default
+        trials = get_strategy(strategy).default_trials
     if objectives is None:
         objectives = (get_strategy(strategy).scorer_type.objective, "latency_ms")
     elif isinstance(objectives, str):
@@ -191,4 +214,7 @@ def make_config(
         population_size=population,
         top_k=top,
         sampler=sampler,
+        proxy=proxy,
+        proxy_batch=proxy_batch,
+        reference_size=reference_size,
     )

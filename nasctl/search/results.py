@@ -253,11 +253,12 @@ def write_outputs(cfg: SearchConfig, measure: bool = True, study=None) -> Search
 def best_vs_baseline(res: SearchResult, max_drop_points: float = 1.0) -> dict[str, Any] | None:
     """The fastest Pareto arch whose score is within ``max_drop_points`` (percentage points
     for a fractional score) of the baseline's (by measured latency where measured, else
-    estimated)."""
-    if not res.baseline or not res.pareto:
+    estimated). None for a score without an absolute scale (a zero-shot score: a point
+    of it means nothing)."""
+    if not res.baseline or not res.pareto or res.columns[0].fmt != "pct":
         return None
     obj = res.objective
-    scale = 100 if res.columns[0].fmt == "pct" else 1
+    scale = 100
     key = "measured_latency_ms" if res.baseline.measured_latency_ms is not None else "latency_ms"
     base_score = res.baseline.score(obj)
     ok = [r for r in res.pareto if not r.baseline and scale * (base_score - r.score(obj)) <= max_drop_points]

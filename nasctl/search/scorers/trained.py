@@ -46,6 +46,7 @@ class TrainedAccuracy:
         "final_loss",
     )
     recoverable = (TrainingDiverged,)
+    verb = "training"  # what the live view says a trial is doing
 
     def __init__(self, data: str, budget: TrialBudget, seed: int = 0):
         self.data, self.budget, self.seed = data, budget, seed

@@ -23,6 +23,7 @@ class Multishot:
     name = "multishot"
     summary = "NSGA-II proposes archs, each trained briefly and scored by a linear probe"
     scorer_type = TrainedAccuracy
+    default_trials = 20
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
         if cfg.sampler not in SAMPLERS:
@@ -31,6 +32,8 @@ class Multishot:
             raise NasctlError("--population sets the NSGA-II population; the random sampler has none")
         if cfg.population_size is not None and cfg.population_size < 2:
             raise NasctlError(f"--population must be >= 2 (got {cfg.population_size})")
+        if cfg.proxy is not None:
+            raise NasctlError("--proxy picks the zeroshot strategy's score; multishot trains each arch")
         TrainedAccuracy.from_config(cfg).check(space)
 
     def sampler(self, cfg: SearchConfig, seed: int):

@@ -1,0 +1,120 @@
+"""Benchmark: how fast is zero-shot search on this machine?
+
+1. Each score's rate: ``--archs`` archs drawn uniformly from the default space, each
+   scored as a search trial scores it (a freshly built model, initialised with the
+   seed, then the score) at ``--proxy-batch`` images; candidates per minute = 60 / the
+   mean seconds per arch. All cores (``--threads``).
+2. The user's command, timed whole: ``nasctl search SPACE --strategy zeroshot --trials
+   2000`` (the default proxy), through the API in this process, into a fresh folder:
+   the search (storage included) and writing the outputs, then the same with the
+   winners' onnxruntime measurement.
+
+    python bench/zeroshot_speed.py [--archs 40] [--trials 2000] [--proxy-batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def score_rates(space, archs: int, batch: int, seed: int) -> dict:
+    from nasctl.contrastive import load_data
+    from nasctl.zeroshot.proxies import PROXIES, compute, make_batch
+
+    sample = space.samples(archs, seed=seed)
+    batches = {}
+    for a in sample:
+        if a.resolution not in batches:
+            batches[a.resolution] = make_batch(load_data("digits", a.resolution, a.in_channels), batch, 0)
+    compute("naswot", sample[0], batches[sample[0].resolution], 0)  # imports, first-use set-up
+    out = {}
+    for name in PROXIES:
+        secs = []
+        for a in sample:
+            t = time.perf_counter()
+            compute(name, a, batches[a.resolution], 0)
+            secs.append(time.perf_counter() - t)
+        out[name] = {
+            "mean_s": float(np.mean(secs)),
+            "median_s": float(np.median(secs)),
+            "p90_s": float(np.quantile(secs, 0.9)),
+            "candidates_per_min": 60.0 / float(np.mean(secs)),
+        }
+        print(
+            f"{name:10s} {out[name]['candidates_per_min']:8.0f} candidates/min (mean {1000 * np.mean(secs):.0f} ms)",
+            flush=True,
+        )
+    return out
+
+
+def timed_search(space_file: str, trials: int, batch: int, measure: bool) -> dict:
+    from nasctl.search import make_config, prepare, run_search, write_outputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        cfg = make_config(space_file, strategy="zeroshot", out=tmp, trials=trials, proxy_batch=batch)
+        prepare(cfg)
+        t1 = time.perf_counter()
+        counts = run_search(cfg, None, prepared=True)
+        t2 = time.perf_counter()
+        res = write_outputs(cfg, measure=measure)
+        t3 = time.perf_counter()
+        dup = sum(1 for r in res.trials if r.duplicate_of is not None)
+    total = t3 - t0
+    r = {
+        "trials": trials,
+        "proxy": cfg.proxy or "default",
+        "measure": measure,
+        "counts": counts,
+        "prepare_s": t1 - t0,
+        "search_s": t2 - t1,
+        "outputs_s": t3 - t2,
+        "total_s": total,
+        "trials_per_min": 60 * trials / (t2 - t1),
+        "duplicates": dup,
+        "pareto": len(res.pareto),
+        "under_5_min": total < 300,
+    }
+    print(
+        f"search {trials} trials (measure={measure}): prepare {r['prepare_s']:.1f} s, search {r['search_s']:.1f} s "
+        f"({r['trials_per_min']:.0f} trials/min), outputs {r['outputs_s']:.1f} s, total {total:.1f} s",
+        flush=True,
+    )
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", default=str(ROOT / "search_spaces" / "mobilenetv2_32.yaml"))
+    ap.add_argument("--archs", type=int, default=40)
+    ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--proxy-batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip-search", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from nasctl.space import SearchSpace
+
+    space = SearchSpace.load(args.space)
+    results = {"rates": score_rates(space, args.archs, args.proxy_batch, args.seed)}
+    if not args.skip_search:
+        results["search"] = timed_search(args.space, args.trials, args.proxy_batch, measure=False)
+        results["search_measured"] = timed_search(args.space, args.trials, args.proxy_batch, measure=True)
+    save("zeroshot_speed", results, vars(args))
+
+
+if __name__ == "__main__":
+    main()
