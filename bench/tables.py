@@ -479,6 +479,16 @@ def zeroshot_speed(d: dict) -> str:
         "(a fresh model per arch, as in a search):"
     )
     out.append(_table(["score", "candidates / min", "mean ms", "p90 ms"], rows))
+    st = d.get("storage")
+    if st:
+        out.append(
+            f"Storage alone (NSGA-II, {st['parameters']} parameters and 10 attributes per trial, no-op objective): "
+            + ", ".join(
+                f"{k.replace('_', ' ')} {st[k]['trials_per_min']:.0f} trials/min"
+                for k in ("sqlite", "journal", "memory_then_journal")
+            )
+            + "."
+        )
     for key in ("search", "search_measured"):
         s = d.get(key)
         if s:

@@ -4,7 +4,10 @@
    scored as a search trial scores it (a freshly built model, initialised with the
    seed, then the score) at ``--proxy-batch`` images; candidates per minute = 60 / the
    mean seconds per arch. All cores (``--threads``).
-2. The user's command, timed whole: ``nasctl search SPACE --strategy zeroshot --trials
+2. Storage alone: trials with the default space's parameters and a no-op objective
+   (NSGA-II, 10 user attributes each) written to SQLite, to a journal file, and to
+   memory then a journal file in batches (what a zero-shot run does), trials per minute.
+3. The user's command, timed whole: ``nasctl search SPACE --strategy zeroshot --trials
    2000`` (the default proxy), through the API in this process, into a fresh folder:
    the search (storage included) and writing the outputs, then the same with the
    winners' onnxruntime measurement.
@@ -59,6 +62,48 @@ def score_rates(space, archs: int, batch: int, seed: int) -> dict:
     return out
 
 
+def storage_rates(space, trials: int) -> dict:
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params = space.parameters()
+
+    def objective(t):
+        for k, v in params.items():
+            t.suggest_categorical(k, v)
+        for i in range(10):
+            t.set_user_attr(f"a{i}", i)
+        return [float(len(t.params)), 1.0]
+
+    out = {"parameters": len(params)}
+    with tempfile.TemporaryDirectory() as tmp:
+        kinds = {
+            "sqlite": (lambda: RDBStorage(f"sqlite:///{tmp}/s.db"), trials // 4),
+            "journal": (lambda: JournalStorage(JournalFileBackend(f"{tmp}/j.log")), trials),
+            "memory_then_journal": (None, trials),
+        }
+        for kind, (make, n) in kinds.items():
+            t = time.perf_counter()
+            sampler = optuna.samplers.NSGAIISampler(population_size=50, seed=0)
+            study = optuna.create_study(
+                storage=make() if make else None, directions=["maximize", "minimize"], sampler=sampler
+            )
+            study.optimize(objective, n_trials=n)
+            if make is None:  # the batched path: the same trials appended to a journal
+                store = optuna.create_study(
+                    storage=JournalStorage(JournalFileBackend(f"{tmp}/b.log")), directions=["maximize", "minimize"]
+                )
+                trials_done = study.get_trials(deepcopy=False)
+                for i in range(0, n, 200):
+                    store.add_trials(trials_done[i : i + 200])
+            dt = time.perf_counter() - t
+            out[kind] = {"trials": n, "seconds": dt, "trials_per_min": 60 * n / dt}
+            print(f"storage {kind:20s} {out[kind]['trials_per_min']:8.0f} trials/min ({n} trials)", flush=True)
+    return out
+
+
 def timed_search(space_file: str, trials: int, batch: int, measure: bool) -> dict:
     from nasctl.search import make_config, prepare, run_search, write_outputs
 
@@ -103,6 +148,7 @@ def main() -> None:
     ap.add_argument("--proxy-batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--storage-trials", type=int, default=1000)
     ap.add_argument("--skip-search", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -110,6 +156,7 @@ def main() -> None:
 
     space = SearchSpace.load(args.space)
     results = {"rates": score_rates(space, args.archs, args.proxy_batch, args.seed)}
+    results["storage"] = storage_rates(space, args.storage_trials)
     if not args.skip_search:
         results["search"] = timed_search(args.space, args.trials, args.proxy_batch, measure=False)
         results["search_measured"] = timed_search(args.space, args.trials, args.proxy_batch, measure=True)

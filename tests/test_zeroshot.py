@@ -168,12 +168,27 @@ def test_rank_statistics():
     assert beats_baselines(table) == {"baseline_tau": 0.35, "higher_tau": ["b", "a"], "interval_above": ["b"]}
 
 
-def test_zeroshot_search_end_to_end_resumes_and_reuses_scores(space_file, tmp_path):
+def test_zeroshot_search_end_to_end_resumes_and_reuses_scores(space_file, tmp_path, monkeypatch):
     """The CLI: a tiny zero-shot search through the shared core (journal storage,
-    batched writes), its outputs, then a resumed run that adds trials."""
+    batched writes), its outputs, then a resumed run that adds trials. Archs at
+    resolution 24 are given NaN weights: they must be scored worst, with a warning, and
+    stay off the Pareto set."""
+    import torch
     from typer.testing import CliRunner
 
+    import nasctl.nn.builder as builder
     from nasctl.cli import app
+
+    real = builder.build_model
+
+    def poisoned(arch, head="classifier", seed=None):
+        m = real(arch, head, seed)
+        if arch.resolution == 24:
+            with torch.no_grad():
+                m.stem[0].weight.fill_(float("nan"))
+        return m
+
+    monkeypatch.setattr(builder, "build_model", poisoned)
 
     out = tmp_path / "run"
     args = ["search", str(space_file), "--strategy", "zeroshot", "--out", str(out), "--no-measure"]
@@ -193,7 +208,14 @@ def test_zeroshot_search_end_to_end_resumes_and_reuses_scores(space_file, tmp_pa
 
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert len(rows) == 45 and rows[0]["baseline"] == "True"
-    assert all(0 < float(r["score"]) < 1 for r in rows if r["trained"] == "True")
+    scored = [r for r in rows if r["trained"] == "True"]
+    broken = [r for r in scored if "in_r24" in r["arch"]]
+    assert broken and len(broken) < len(scored)
+    for r in broken:
+        assert float(r["score"]) == -1e9 and "non-finite" in r["proxy_warning"]
+    assert all(0 < float(r["score"]) < 1 for r in scored if r not in broken)
+    pareto = json.loads((out / "pareto.json").read_text())["pareto"]
+    assert pareto and all("in_r24" not in p["arch"] for p in pareto)
     twins = [r for r in rows if r["duplicate_of"]]
     by_number = {r["number"]: r for r in rows}
     for t in twins:  # the tiny space repeats archs: a twin reuses its original's score

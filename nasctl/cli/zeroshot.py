@@ -150,3 +150,44 @@ def _render(result: dict) -> None:
             f"higher tau than params and flops (best {b['baseline_tau']:.3f}): {higher}; "
             f"with the whole 95% interval above: {above}"
         )
+
+
+@app.command("proxies")
+@handle_errors
+def list_proxies(as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False) -> None:
+    """List the zero-shot scores (`search --strategy zeroshot --proxy NAME`, `vote:A,B,C`).
+
+    Scores marked "labels" read the data's labels when it has them (cross-entropy of a
+    seeded linear classifier on the pooled features) and the NT-Xent loss of two
+    augmented views when it has none.
+    """
+    from nasctl.zeroshot.proxies import PROXIES
+
+    rows = [
+        {
+            "name": p.name,
+            "summary": p.summary,
+            "labels": p.uses_labels,
+            "reads": "the arch" if not p.needs_model else ("labels or two views" if p.uses_labels else p.reads),
+            "forward_only": p.forward_only,
+            "batchnorm": p.bn if p.needs_model else None,
+            "ranked": p.ranked,
+            "parts": list(p.parts),
+        }
+        for p in PROXIES.values()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("score", "reads", "pass", "BatchNorm", "what it computes"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["name"],
+            r["reads"],
+            "–" if r["batchnorm"] is None else ("forward" if r["forward_only"] else "forward + backward"),
+            r["batchnorm"] or "–",
+            r["summary"] + (" (ranked against the reference sample)" if r["ranked"] else ""),
+        )
+    console.print(t)

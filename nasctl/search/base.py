@@ -61,6 +61,7 @@ class Scorer(Protocol):
     metrics: ClassVar[tuple[str, ...]]  # every key the scorer records (trials.csv, reuse by twins)
     recoverable: ClassVar[tuple[type[BaseException], ...]]
     verb: ClassVar[str]  # what a trial is doing while it is scored, for the live view ("training")
+    # optional ``describe(cfg) -> str`` (a staticmethod): how a trial is scored, one line of the report
 
     def __call__(self, arch: Arch, progress: Progress | None = None) -> dict[str, Any]: ...
 

@@ -92,6 +92,8 @@ def collect(cfg: SearchConfig, study=None) -> SearchResult:
     seen: set[str] = set()
     distinct = []
     for t in sorted(best, key=lambda t: t.number):
+        if t.user_attrs.get(objective) == scorer_type.worst:  # scored worst (e.g. a NaN network): no winner
+            continue
         if t.user_attrs.get("trained") and t.user_attrs.get("arch_id") not in seen:
             seen.add(t.user_attrs.get("arch_id"))
             distinct.append(TrialRecord.from_trial(t, keys))
@@ -149,8 +151,11 @@ def plot_pareto(res: SearchResult, path: Path) -> Path:
     pct = res.columns[0].fmt == "pct"
     scale = 100 if pct else 1
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    done = [r for r in res.complete if r.trained]
-    infeasible = [r for r in res.complete if r.feasible is False]
+    worst = res.scorer_type.worst
+    done = [r for r in res.complete if r.trained and (pct or r.score(obj) != worst)]
+    # over budget, or (a score with no absolute scale) scored worst: drawn at the plot's floor
+    infeasible = [r for r in res.complete if r.feasible is False or (not pct and r.trained and r.score(obj) == worst)]
+    floor = scale * worst if pct or not done else min(r.score(obj) for r in done)
     if done:
         ax.scatter(
             [r.latency_ms for r in done], [scale * r.score(obj) for r in done], s=18, c="0.6", label="scored trials"
@@ -158,11 +163,11 @@ def plot_pareto(res: SearchResult, path: Path) -> Path:
     if infeasible:
         ax.scatter(
             [r.latency_ms for r in infeasible],
-            [scale * res.scorer_type.worst] * len(infeasible),
+            [floor] * len(infeasible),
             marker="x",
             c="tab:red",
             s=18,
-            label="over budget (not scored)",
+            label="over budget (not scored)" if pct else "over budget, or scored worst (NaN)",
         )
     if res.pareto:
         front = sorted(res.pareto, key=lambda r: r.latency_ms)
@@ -293,12 +298,9 @@ def render_report(res: SearchResult, summary: dict) -> str:
         f"- constraints: latency <= {ob.latency_budget_ms or '–'} ms, memory <= {ob.memory_budget_mb or '–'} MB",
         f"- latency estimator: {cfg.estimator}; data: {cfg.data}",
     ]
-    if obj == "accuracy":
-        p = cfg.budget.pretrain
-        lines.append(
-            f"- per-trial training: {p.loss} loss, batch {p.batch_size}, <= {p.epochs} epochs, "
-            f"<= {p.time_budget_s or '–'} s; accuracy = linear probe on the validation split"
-        )
+    describe = getattr(res.scorer_type, "describe", None)
+    if describe is not None:
+        lines.append(f"- {describe(cfg)}")
     lines += [
         f"- score: {obj} = {res.scorer_type.label}",
         f"- trials: {c.get('complete', 0)} complete, {c.get('fail', 0)} failed, {c.get('running', 0)} running "

@@ -89,6 +89,7 @@ class Proxy:
     parts: tuple[str, ...] = ()
     ranked: bool = False
     needs_model: bool = True  # False: read from the arch alone (params, flops)
+    reads: str = "images"  # its input: the batch's images, "ones" (SynFlow), "noise" (AZ-NAS)
 
     def __post_init__(self):
         if not self.parts:
@@ -217,7 +218,7 @@ def meco(model: nn.Module, batch: ProxyBatch, seed: int) -> float:
     return total
 
 
-@register_proxy("synflow", "log sum |w dR/dw| of the positive linearised net (Tanaka et al.)", bn="eval")
+@register_proxy("synflow", "log sum |w dR/dw| of the positive linearised net (Tanaka et al.)", bn="eval", reads="ones")
 def synflow(model: nn.Module, batch: ProxyBatch, seed: int) -> float:
     model.eval()
     for m in list(model.modules()):
@@ -283,6 +284,7 @@ def zico(model: nn.Module, batch: ProxyBatch, seed: int) -> float:
     "AZ-NAS: expressivity, progressivity, trainability, complexity ranked and summed",
     parts=("expressivity", "progressivity", "trainability", "complexity"),
     ranked=True,
+    reads="noise",
 )
 def aznas(model: nn.Module, batch: ProxyBatch, seed: int) -> dict[str, float]:
     model.train()

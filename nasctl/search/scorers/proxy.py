@@ -64,6 +64,18 @@ class ProxyScore:
         self._reference: dict[str, list[float]] | None = None
         self._space: SearchSpace | None = None
 
+    @staticmethod
+    def describe(cfg: SearchConfig) -> str:
+        """How a trial is scored, for the report."""
+        from nasctl.zeroshot.proxies import is_ranked
+
+        proxy = cfg.proxy or DEFAULT_PROXY
+        ranked = f", ranked against a fixed sample of {cfg.reference_size} archs" if is_ranked(proxy) else ""
+        return (
+            f"zero-shot score: {proxy} at initialisation, {cfg.proxy_batch} images of {cfg.data} "
+            f"(seed {cfg.seed}){ranked}; no training"
+        )
+
     @classmethod
     def from_config(cls, cfg: SearchConfig, space: SearchSpace | None = None) -> ProxyScore:
         s = cls(cfg.proxy or DEFAULT_PROXY, cfg.data, cfg.proxy_batch, cfg.seed, cfg.reference_size, cfg.out)

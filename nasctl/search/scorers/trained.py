@@ -52,6 +52,15 @@ class TrainedAccuracy:
         self.data, self.budget, self.seed = data, budget, seed
         self._data: dict[tuple[int, int], ImageData] = {}
 
+    @staticmethod
+    def describe(cfg: SearchConfig) -> str:
+        """How a trial is scored, for the report."""
+        p = cfg.budget.pretrain
+        return (
+            f"per-trial training: {p.loss} loss, batch {p.batch_size}, <= {p.epochs} epochs, "
+            f"<= {p.time_budget_s or '–'} s; accuracy = linear probe on the validation split"
+        )
+
     @classmethod
     def from_config(cls, cfg: SearchConfig) -> TrainedAccuracy:
         return cls(cfg.data, cfg.budget, cfg.seed)
