@@ -12,7 +12,7 @@
    the search (storage included) and writing the outputs, then the same with the
    winners' onnxruntime measurement.
 
-    python bench/zeroshot_speed.py [--archs 40] [--trials 2000] [--proxy-batch 32]
+    python bench/zeroshot_speed.py [--archs 40] [--trials 2000] [--proxy-batch 16]
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--space", default=str(ROOT / "search_spaces" / "mobilenetv2_32.yaml"))
     ap.add_argument("--archs", type=int, default=40)
     ap.add_argument("--trials", type=int, default=2000)
-    ap.add_argument("--proxy-batch", type=int, default=32)
+    ap.add_argument("--proxy-batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--storage-trials", type=int, default=1000)

@@ -70,22 +70,26 @@ def test_naswot_matches_the_definition_on_a_hand_made_code():
 
     from nasctl.zeroshot import proxies
 
-    codes = torch.tensor([[1, 0, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    layers = [torch.rand(6, n, generator=torch.Generator().manual_seed(n)) > 0.5 for n in (40, 25)]
 
     class Net(torch.nn.Module):
-        def __init__(self):
+        def __init__(self, layers):
             super().__init__()
-            self.act = torch.nn.ReLU()
+            self.layers = layers
+            self.acts = torch.nn.ModuleList(torch.nn.ReLU() for _ in layers)
 
         def forward_features(self, x):
-            return self.act(codes.float() * 2 - 1)
+            return [act(c.float() * 2 - 1) for act, c in zip(self.acts, self.layers, strict=True)]
 
-    c = codes.double()
-    k = c @ c.T + (1 - c) @ (1 - c).T
-    batch = proxies.ProxyBatch(torch.zeros(3, 1, 1, 1), None, (None, None), 2)
-    assert proxies.naswot(Net(), batch, 0) == pytest.approx(float(torch.linalg.slogdet(k)[1]), abs=1e-12)
-    # SWAP: neuron patterns over the 3 samples: (1,1,0), (0,1,0), (1,0,1), (1,0,1) -> 3 distinct
-    assert proxies.swap(Net(), batch, 0) == 3
+    k = sum(c.double() @ c.double().T + (1 - c.double()) @ (1 - c.double()).T for c in layers)
+    batch = proxies.ProxyBatch(torch.zeros(6, 1, 1, 1), None, (None, None), 2)
+    assert proxies.naswot(Net(layers), batch, 0) == pytest.approx(float(torch.linalg.slogdet(k)[1]), abs=1e-9)
+    # SWAP: each neuron's pattern over the samples, distinct over the whole network
+    patterns = {tuple(col.tolist()) for c in layers for col in c.T}
+    assert proxies.swap(Net(layers), batch, 0) == len(patterns)
+    codes = torch.tensor([[1, 0, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    # by hand: patterns (1,1,0), (0,1,0), (1,0,1), (1,0,1) -> 3 distinct
+    assert proxies.swap(Net([codes]), proxies.ProxyBatch(torch.zeros(3, 1, 1, 1), None, (None, None), 2), 0) == 3
 
 
 def test_a_nan_network_gets_the_worst_score_and_a_warning(space, monkeypatch):
@@ -134,6 +138,13 @@ def test_a_ranked_score_ranks_against_a_fixed_reference(space, tmp_path):
     s2._space = space
     assert s2(arch)["score"] == v1
     assert 0 < v1 < 1
+    # and a run elsewhere draws the same reference sample: the value is the arch's alone
+    s3 = ProxyScore("vote:naswot,params", reference_size=8, out=tmp_path / "elsewhere")
+    s3._space = space
+    assert s3(arch)["score"] == v1
+    for other in space.samples(3, seed=9):  # scoring other archs first changes nothing
+        s3(other)
+    assert s3(arch)["score"] == v1
 
 
 def test_proxy_specs_are_checked():
@@ -220,6 +231,7 @@ def test_zeroshot_search_end_to_end_resumes_and_reuses_scores(space_file, tmp_pa
     by_number = {r["number"]: r for r in rows}
     for t in twins:  # the tiny space repeats archs: a twin reuses its original's score
         assert t["score"] == by_number[t["duplicate_of"]]["score"]
+        assert t["proxy_seconds"] == by_number[t["duplicate_of"]]["proxy_seconds"]  # not scored again
         assert t["arch_id"] == by_number[t["duplicate_of"]]["arch_id"]
     assert twins, "45 trials over a 96-arch space should repeat an arch"
 
@@ -253,10 +265,11 @@ def test_proxy_eval_end_to_end_caches_and_extends(space_file, tmp_path):
     out = tmp_path / "pe"
     args = ["proxy-eval", str(space_file), "--out", str(out), "--epochs", "1", "--seeds", "0,1", "--data", str(data)]
     args += ["--proxy-batch", "8", "--reference", "8", "--loss", "ntxent"]
+    args += ["--proxies", "naswot,synflow,zico,aznas,params,flops"]  # a ranked score, and the vote's members
     r = CliRunner().invoke(app, [*args, "--archs", "4", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert set(res["table"]) >= {"naswot", "synflow", "zico", "aznas", "params", "flops", "vote:synflow,zico,naswot"}
+    assert set(res["table"]) == {"naswot", "synflow", "zico", "aznas", "params", "flops", "vote:synflow,zico,naswot"}
     assert res["seed_ceiling"] is not None and len(res["archs"]) == 4
     assert (out / "proxy_eval.png").stat().st_size > 0
     trained = (out / TRAIN_FILE).read_text().splitlines()
@@ -265,5 +278,5 @@ def test_proxy_eval_end_to_end_caches_and_extends(space_file, tmp_path):
     r = CliRunner().invoke(app, [*args, "--archs", "5", "--json"])
     assert r.exit_code == 0, r.output
     assert len((out / TRAIN_FILE).read_text().splitlines()) == 10  # one new arch, two seeds
-    assert len((out / SCORE_FILE).read_text().splitlines()) == n_scores + 10  # its ten scores
+    assert len((out / SCORE_FILE).read_text().splitlines()) == n_scores + 6  # its six scores
     assert json.loads(r.stdout)["archs"][:4] == res["archs"]  # the first four kept, not retrained

@@ -90,7 +90,7 @@ def search(
             "flops, or a rank vote vote:A,B,C (default: naswot)."
         ),
     ] = None,
-    proxy_batch: Annotated[int, typer.Option("--proxy-batch", min=4, help="zeroshot: images each score reads.")] = 32,
+    proxy_batch: Annotated[int, typer.Option("--proxy-batch", min=4, help="zeroshot: images each score reads.")] = 16,
     reference: Annotated[
         int, typer.Option(min=8, help="zeroshot: archs a ranked score (vote, aznas) ranks against, scored first.")
     ] = 64,

@@ -35,7 +35,7 @@ def proxy_eval(
     proxies: Annotated[
         Optional[str], typer.Option("--proxies", help="Scores to compute, comma-separated (default: every one).")
     ] = None,
-    proxy_batch: Annotated[int, typer.Option("--proxy-batch", min=4, help="Images each score reads.")] = 32,
+    proxy_batch: Annotated[int, typer.Option("--proxy-batch", min=4, help="Images each score reads.")] = 16,
     sample_seed: Annotated[int, typer.Option("--sample-seed", help="Seed of the uniform arch sample.")] = 0,
     reference: Annotated[
         int, typer.Option(min=8, help="Archs the ranked scores (aznas, votes) rank against, as in the search.")

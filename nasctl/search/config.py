@@ -36,7 +36,7 @@ class SearchConfig:
     top_k: int = 3
     sampler: str = "nsga2"  # or "random": the baseline a search should beat
     proxy: str | None = None  # zeroshot: a registered score or vote:A,B (None: the default)
-    proxy_batch: int = 32  # zeroshot: images each score reads
+    proxy_batch: int = 16  # zeroshot: images each score reads
     reference_size: int = 64  # zeroshot: archs a ranked score (vote, aznas) ranks against
 
     @property
@@ -102,7 +102,7 @@ class SearchConfig:
             top_k=d["top_k"],
             sampler=d.get("sampler", "nsga2"),
             proxy=d.get("proxy"),
-            proxy_batch=d.get("proxy_batch", 32),
+            proxy_batch=d.get("proxy_batch", 16),
             reference_size=d.get("reference_size", 64),
         )
 
@@ -171,7 +171,7 @@ def make_config(
     workers: int = 1,
     top: int = 3,
     proxy: str | None = None,
-    proxy_batch: int = 32,
+    proxy_batch: int = 16,
     reference_size: int = 64,
 ) -> SearchConfig:
     """A ``SearchConfig`` from the options ``nasctl search`` takes (same names, same defaults).

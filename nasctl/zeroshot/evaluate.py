@@ -53,7 +53,7 @@ class EvalConfig:
     data: str = "digits"
     sample_seed: int = 0
     proxies: tuple[str, ...] = field(default_factory=tuple)
-    proxy_batch: int = 32
+    proxy_batch: int = 16
     proxy_seed: int = 0
     reference: int = 64  # archs ranked scores rank against (as the search's --reference)
     device: str = "cpu"

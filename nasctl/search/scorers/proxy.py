@@ -46,7 +46,7 @@ class ProxyScore:
         self,
         proxy: str,
         data: str = "digits",
-        batch_size: int = 32,
+        batch_size: int = 16,
         seed: int = 0,
         reference_size: int = 64,
         out: str | Path | None = None,
