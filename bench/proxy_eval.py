@@ -9,7 +9,7 @@ seed-vs-seed tau of the accuracies (the ceiling; two seeds, a stated exception t
 three-seed rule). Trainings and scores are cached under ``bench/cache/proxy_eval`` (about
 an hour of CPU per seed), so the bench resumes across sessions.
 
-    python bench/proxy_eval.py [--archs 60] [--seeds 0,1] [--threads 2]
+    python bench/proxy_eval.py [--archs 60] [--seeds 0,1] [--proxy-batch 16] [--threads 2] [--name proxy_eval]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--proxy-batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="proxy_eval", help="results/NAME.json (and .png)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = EvalConfig(
@@ -57,9 +58,9 @@ def main() -> None:
 
     result = evaluate_scores(cfg, progress)
     paths = write_results(cfg, result)
-    shutil.copy(paths["png"], RESULTS / "proxy_eval.png")
+    shutil.copy(paths["png"], RESULTS / f"{args.name}.png")
     config = {**vars(args), "eval_config": cfg.to_dict(), "cache": str(CACHE.relative_to(ROOT))}
-    save("proxy_eval", finite(result), config)
+    save(args.name, finite(result), config)
     for name, r in sorted(result["table"].items(), key=lambda kv: -(kv[1]["kendall_tau"] or -9)):
         lo, hi = r["tau_ci95"]
         print(
