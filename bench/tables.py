@@ -489,11 +489,12 @@ def zeroshot_speed(d: dict) -> str:
             )
             + "."
         )
-    for key in ("search", "search_measured"):
+    for key in ("search", "search_measured", "search_naswot"):
         s = d.get(key)
         if s:
             out.append(
-                f"- `search --strategy zeroshot --trials {s['trials']}` ({'with' if s['measure'] else 'without'} "
+                f"- `search --strategy zeroshot --trials {s['trials']}`, proxy {s['proxy']} "
+                f"({'with' if s['measure'] else 'without'} "
                 f"measuring the winners): {s['total_s']:.0f} s in all (prepare {s['prepare_s']:.1f} s, search "
                 f"{s['search_s']:.0f} s = {s['trials_per_min']:.0f} trials/min, outputs {s['outputs_s']:.1f} s); "
                 f"{s['duplicates']} duplicate archs not re-scored, {s['pareto']} on the Pareto front."

@@ -8,9 +8,9 @@
    (NSGA-II, 10 user attributes each) written to SQLite, to a journal file, and to
    memory then a journal file in batches (what a zero-shot run does), trials per minute.
 3. The user's command, timed whole: ``nasctl search SPACE --strategy zeroshot --trials
-   2000`` (the default proxy), through the API in this process, into a fresh folder:
-   the search (storage included) and writing the outputs, then the same with the
-   winners' onnxruntime measurement.
+   2000`` through the API in this process, into a fresh folder: the search (storage
+   included) and writing the outputs, then the same with the winners' onnxruntime
+   measurement, with the default proxy and with ``naswot`` (a forward pass per trial).
 
     python bench/zeroshot_speed.py [--archs 40] [--trials 2000] [--proxy-batch 16]
 """
@@ -104,12 +104,13 @@ def storage_rates(space, trials: int) -> dict:
     return out
 
 
-def timed_search(space_file: str, trials: int, batch: int, measure: bool) -> dict:
+def timed_search(space_file: str, trials: int, batch: int, measure: bool, proxy: str | None) -> dict:
     from nasctl.search import make_config, prepare, run_search, write_outputs
+    from nasctl.search.scorers.proxy import DEFAULT_PROXY
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        cfg = make_config(space_file, strategy="zeroshot", out=tmp, trials=trials, proxy_batch=batch)
+        cfg = make_config(space_file, strategy="zeroshot", out=tmp, trials=trials, proxy_batch=batch, proxy=proxy)
         prepare(cfg)
         t1 = time.perf_counter()
         counts = run_search(cfg, None, prepared=True)
@@ -120,7 +121,7 @@ def timed_search(space_file: str, trials: int, batch: int, measure: bool) -> dic
     total = t3 - t0
     r = {
         "trials": trials,
-        "proxy": cfg.proxy or "default",
+        "proxy": cfg.proxy or f"{DEFAULT_PROXY} (the default)",
         "measure": measure,
         "counts": counts,
         "prepare_s": t1 - t0,
@@ -133,7 +134,8 @@ def timed_search(space_file: str, trials: int, batch: int, measure: bool) -> dic
         "under_5_min": total < 300,
     }
     print(
-        f"search {trials} trials (measure={measure}): prepare {r['prepare_s']:.1f} s, search {r['search_s']:.1f} s "
+        f"search {trials} trials ({r['proxy']}, measure={measure}): prepare {r['prepare_s']:.1f} s, "
+        f"search {r['search_s']:.1f} s "
         f"({r['trials_per_min']:.0f} trials/min), outputs {r['outputs_s']:.1f} s, total {total:.1f} s",
         flush=True,
     )
@@ -158,8 +160,9 @@ def main() -> None:
     results = {"rates": score_rates(space, args.archs, args.proxy_batch, args.seed)}
     results["storage"] = storage_rates(space, args.storage_trials)
     if not args.skip_search:
-        results["search"] = timed_search(args.space, args.trials, args.proxy_batch, measure=False)
-        results["search_measured"] = timed_search(args.space, args.trials, args.proxy_batch, measure=True)
+        results["search"] = timed_search(args.space, args.trials, args.proxy_batch, False, None)
+        results["search_measured"] = timed_search(args.space, args.trials, args.proxy_batch, True, None)
+        results["search_naswot"] = timed_search(args.space, args.trials, args.proxy_batch, True, "naswot")
     save("zeroshot_speed", results, vars(args))
 
 

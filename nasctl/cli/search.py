@@ -87,7 +87,7 @@ def search(
         Optional[str],
         typer.Option(
             help="zeroshot: the score, one of naswot, swap, meco, synflow, grad_norm, snip, zico, aznas, params, "
-            "flops, or a rank vote vote:A,B,C (default: naswot)."
+            "flops, or a rank vote vote:A,B,C (default: flops, the best on the default space: see nasctl proxy-eval)."
         ),
     ] = None,
     proxy_batch: Annotated[int, typer.Option("--proxy-batch", min=4, help="zeroshot: images each score reads.")] = 16,
