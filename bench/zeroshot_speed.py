@@ -117,7 +117,7 @@ def timed_search(space_file: str, trials: int, batch: int, measure: bool, proxy:
         t2 = time.perf_counter()
         res = write_outputs(cfg, measure=measure)
         t3 = time.perf_counter()
-        dup = sum(1 for r in res.trials if r.duplicate_of is not None)
+        dup = sum(1 for r in res.records if r.duplicate_of is not None)
     total = t3 - t0
     r = {
         "trials": trials,
