@@ -60,7 +60,7 @@ def main() -> None:
     paths = write_results(cfg, result)
     shutil.copy(paths["png"], RESULTS / f"{args.name}.png")
     config = {**vars(args), "eval_config": cfg.to_dict(), "cache": str(CACHE.relative_to(ROOT))}
-    save(args.name, finite(result), config)
+    save(args.name, {k: v for k, v in finite(result).items() if k != "config"}, config)
     for name, r in sorted(result["table"].items(), key=lambda kv: -(kv[1]["kendall_tau"] or -9)):
         lo, hi = r["tau_ci95"]
         print(
