@@ -517,6 +517,7 @@ TABLES = {
     "pretrain_overhead": pretrain_overhead,
     "eval_speed": eval_speed,
     "proxy_eval": proxy_eval,
+    "proxy_eval_b32": proxy_eval,
     "zeroshot_speed": zeroshot_speed,
 }
 
