@@ -280,3 +280,19 @@ def test_proxy_eval_end_to_end_caches_and_extends(space_file, tmp_path):
     assert len((out / TRAIN_FILE).read_text().splitlines()) == 10  # one new arch, two seeds
     assert len((out / SCORE_FILE).read_text().splitlines()) == n_scores + 6  # its six scores
     assert json.loads(r.stdout)["archs"][:4] == res["archs"]  # the first four kept, not retrained
+
+
+def test_loss_scores_use_the_contrastive_loss_on_unlabelled_data(space, batch16):
+    """Without labels, grad_norm / snip / zico read NT-Xent of the two views: finite,
+    deterministic, and not the labelled value."""
+    from dataclasses import replace
+
+    from nasctl.zeroshot.proxies import PROXIES, compute
+
+    unlabelled = replace(batch16, y=None)
+    _, big = small_and_big(space)
+    for name in ("grad_norm", "snip", "zico"):
+        assert PROXIES[name].uses_labels
+        v = compute(name, big, unlabelled, 0)[name]
+        assert math.isfinite(v) and v == compute(name, big, unlabelled, 0)[name]
+        assert v != compute(name, big, batch16, 0)[name]

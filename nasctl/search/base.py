@@ -60,8 +60,9 @@ class Scorer(Protocol):
     columns: ClassVar[tuple[Column, ...]]  # metrics shown in tables; the first is the score
     metrics: ClassVar[tuple[str, ...]]  # every key the scorer records (trials.csv, reuse by twins)
     recoverable: ClassVar[tuple[type[BaseException], ...]]
-    verb: ClassVar[str]  # what a trial is doing while it is scored, for the live view ("training")
-    # optional ``describe(cfg) -> str`` (a staticmethod): how a trial is scored, one line of the report
+    # Optional: ``verb`` (what a trial is doing while scored, for the live view; absent:
+    # "training") and ``describe(cfg) -> str`` (a staticmethod: how a trial is scored, one
+    # line of the report).
 
     def __call__(self, arch: Arch, progress: Progress | None = None) -> dict[str, Any]: ...
 
@@ -73,10 +74,10 @@ class Strategy(Protocol):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for --help and the error listing strategies
     scorer_type: ClassVar[type]  # the Scorer class (its objective, columns, ... describe outputs)
-    default_trials: ClassVar[int]  # trials when neither --trials nor --time-budget is given
-    # optional ``batch: ClassVar[int]``: trials a lone worker runs in memory between writes
-    # to the storage (for trials cheaper than a storage round trip); absent: every trial
-    # goes straight to the storage
+    # Optional class attributes:
+    # ``default_trials``: trials when neither --trials nor --time-budget is given (absent: 20);
+    # ``batch``: trials a lone worker runs in memory between writes to the storage, for
+    # trials cheaper than a storage round trip (absent: every trial goes straight to it).
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
         """Check the strategy's own options and inputs (raise NasctlError), before any work."""

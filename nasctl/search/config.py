@@ -13,6 +13,7 @@ from nasctl.search.objectives import Objectives
 from nasctl.search.scorers.trained import TrialBudget
 
 CONFIG_FILE = "search.json"
+DEFAULT_TRIALS = 20  # for a strategy that names no ``default_trials``
 # settings that must match when a run resumes an existing study
 STUDY_KEYS = ("space_file", "strategy", "objectives", "estimator", "data", "budget", "sampler", "proxy", "proxy_batch")
 
@@ -183,7 +184,7 @@ def make_config(
     from nasctl.search.base import get_strategy
 
     if trials is None and time_budget_s is None:  # the strategy's default
-        trials = get_strategy(strategy).default_trials
+        trials = getattr(get_strategy(strategy), "default_trials", DEFAULT_TRIALS)
     if objectives is None:
         objectives = (get_strategy(strategy).scorer_type.objective, "latency_ms")
     elif isinstance(objectives, str):

@@ -202,7 +202,12 @@ class Evaluator:
             else:
                 if self.on_progress:
                     self.on_progress(
-                        {"event": "train", "trial": trial.number, "arch": arch.to_string(), "verb": scorer.verb}
+                        {
+                            "event": "train",
+                            "trial": trial.number,
+                            "arch": arch.to_string(),
+                            "verb": getattr(scorer, "verb", "training"),
+                        }
                     )
                 metrics = self._score(trial, arch)
             trial.set_user_attr("trained", True)
