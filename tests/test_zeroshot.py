@@ -296,3 +296,27 @@ def test_loss_scores_use_the_contrastive_loss_on_unlabelled_data(space, batch16)
         v = compute(name, big, unlabelled, 0)[name]
         assert math.isfinite(v) and v == compute(name, big, unlabelled, 0)[name]
         assert v != compute(name, big, batch16, 0)[name]
+
+
+def test_a_large_front_is_measured_only_for_its_best_scored_archs(space_file, tmp_path, monkeypatch):
+    """A continuous score (flops) puts many archs on the front: only the first
+    MEASURE_MAX by score are timed (and the baseline); the rest show none, and the
+    report says so."""
+    import nasctl.search.results as results
+    from nasctl.api import search
+
+    timed: list[str] = []
+
+    def fake_measure(archs, rounds=3, threads=1):
+        timed.extend(archs)
+        return dict.fromkeys(archs, 1.0)
+
+    monkeypatch.setattr(results, "measure_latencies", fake_measure)
+    monkeypatch.setattr(results, "MEASURE_MAX", 3)
+    res = search(str(space_file), strategy="zeroshot", proxy="flops", trials=40, out=str(tmp_path / "r"), top=2)
+    assert len(res.pareto) > 3
+    assert len(timed) == 4 and "baseline" in timed
+    assert [r.measured_latency_ms is not None for r in res.pareto] == [True] * 3 + [False] * (len(res.pareto) - 3)
+    summary = json.loads((tmp_path / "r" / "pareto.json").read_text())
+    assert summary["measured_pareto"] == 3
+    assert f"the 3 best-scored of the {len(res.pareto)} Pareto archs" in (tmp_path / "r" / "report.md").read_text()
