@@ -320,3 +320,17 @@ def test_a_large_front_is_measured_only_for_its_best_scored_archs(space_file, tm
     summary = json.loads((tmp_path / "r" / "pareto.json").read_text())
     assert summary["measured_pareto"] == 3
     assert f"the 3 best-scored of the {len(res.pareto)} Pareto archs" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_run_folder_from_before_the_zeroshot_settings_still_resumes(space_file, tmp_path):
+    from nasctl.search import make_config
+
+    cfg = make_config(space_file, out=tmp_path / "old", trials=2)
+    saved = cfg.to_dict()
+    for key in ("proxy", "proxy_batch", "reference_size"):
+        saved.pop(key)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "search.json").write_text(json.dumps(saved))
+    cfg.check_resumable()  # no "other settings (proxy_batch)" error
+    with pytest.raises(Exception, match="other settings"):
+        make_config(space_file, out=tmp_path / "old", trials=2, proxy_batch=8).check_resumable()

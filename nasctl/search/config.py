@@ -126,6 +126,8 @@ class SearchConfig:
         new = json.loads(json.dumps(self.to_dict()))  # tuples -> lists, as saved
         for d in (old, new):  # a study may be resumed, or shared, on another device
             d.get("budget", {}).pop("device", None)
+        for key in ("proxy", "proxy_batch"):  # a run folder from before these settings had the defaults
+            old.setdefault(key, getattr(SearchConfig, key))
         diff = [k for k in STUDY_KEYS if old.get(k) != new.get(k)]
         if diff and old.get("study_name") == self.name and old.get("storage") == self.storage_url:
             raise NasctlError(
