@@ -58,7 +58,7 @@ def proxy_eval(
 
     from nasctl.errors import NasctlError
     from nasctl.space import SearchSpace
-    from nasctl.zeroshot.evaluate import EvalConfig, evaluate_scores, proxy_names, write_results
+    from nasctl.zeroshot.evaluate import EvalConfig, check, evaluate_scores, write_results
 
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
@@ -80,8 +80,7 @@ def proxy_eval(
         reference=reference,
         device=device,
     )
-    proxy_names(cfg)  # unknown scores fail before any work
-    cfg.pretrain_config(seed_list[0] if seed_list else 0).validate()
+    check(cfg)  # every bad input fails here, before the progress bar
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -166,14 +166,6 @@ class Evaluator:
         self.scorer = get_strategy(cfg.strategy).scorer(cfg, self.space)
         self.on_progress = on_progress
 
-    @staticmethod
-    def baseline_params(cfg: SearchConfig) -> dict:
-        """The flat parameters of the space's baseline (the first trial of every study)."""
-        from nasctl.space import SearchSpace
-
-        space = SearchSpace.load(cfg.space_file)
-        return space.full_params(space.baseline_params())
-
     def __call__(self, trial) -> list[float]:
         self._check_not_surplus(trial)
         params = {name: trial.suggest_categorical(name, choices) for name, choices in self.params.items()}
@@ -321,11 +313,11 @@ def run_batched(
         study_name=cfg.name,
     )
     mem.add_trials(done)
-    if not done:
-        space_params = Evaluator.baseline_params(cfg)
-        mem.enqueue_trial(space_params, user_attrs={"baseline": True})
-    flushed = len(done)
     evaluator = Evaluator(cfg, on_progress, 0)
+    if not done:
+        space = evaluator.space
+        mem.enqueue_trial(space.full_params(space.baseline_params()), user_attrs={"baseline": True})
+    flushed = len(done)
     size = batch_size(cfg)
 
     def flush() -> None:
@@ -336,14 +328,14 @@ def run_batched(
             flushed = max(t.number for t in new) + 1
 
     try:
+        c = trial_counts(mem)
         while True:
-            c = trial_counts(mem)
             if cfg.trials is not None and c["complete"] >= cfg.trials:
                 break
             if deadline is not None and time.time() >= deadline:
                 break
             mem.optimize(evaluator, n_trials=1, catch=evaluator.scorer.recoverable)
-            c = trial_counts(mem)
+            c = trial_counts(mem)  # once per trial: the next round's check reads it too
             if on_progress:
                 on_progress({"event": "tick", "counts": c})
             if sum(c[k] for k in ("complete", "fail", "pruned")) - flushed >= size:

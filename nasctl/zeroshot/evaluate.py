@@ -194,26 +194,19 @@ def scored(cfg: EvalConfig) -> dict[tuple[str, str], dict]:
 def score_archs(cfg: EvalConfig, archs: list, progress: Progress | None = None) -> dict[tuple[str, str], dict]:
     """Every named proxy's raw parts for every arch not in the cache yet (NaN / inf kept as
     None: that arch ranks lowest on that score)."""
-    from nasctl.contrastive import load_data
-    from nasctl.zeroshot.proxies import compute, make_batch
+    from nasctl.zeroshot.proxies import Batches, compute_or_nan
 
     done = scored(cfg)
     path = Path(cfg.out) / SCORE_FILE
-    batches: dict[tuple[int, int], Any] = {}
+    batches = Batches(cfg.data, cfg.proxy_batch, cfg.proxy_seed, split_seed=SPLIT_SEED)
+    names = proxy_names(cfg)
     for arch in archs:
-        for name in proxy_names(cfg):
+        for name in names:
             if (arch.id, name) in done:
                 continue
-            k = (arch.resolution, arch.in_channels)
-            if k not in batches:
-                data = load_data(cfg.data, arch.resolution, arch.in_channels, seed=SPLIT_SEED)
-                batches[k] = make_batch(data, cfg.proxy_batch, cfg.proxy_seed)
+            batch = batches.for_arch(arch)  # loading the data is not the score's time
             t = time.perf_counter()
-            try:
-                raw = compute(name, arch, batches[k], cfg.proxy_seed)
-                error = None
-            except (FloatingPointError, RuntimeError) as exc:
-                raw, error = {}, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            raw, error = compute_or_nan(name, arch, batch, cfg.proxy_seed)
             rec = {
                 "arch_id": arch.id,
                 "proxy": name,
@@ -302,18 +295,32 @@ def reference_raw(cfg: EvalConfig, names: list[str], progress: Progress | None =
     return {p: [r[p] for r in rows] for p in rows[0]}
 
 
-def evaluate_scores(cfg: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Train and score what is missing, then the statistics of every score (and vote)
-    against the mean val accuracy over the seeds. Returns what ``proxy_eval.json`` holds."""
+def check(cfg: EvalConfig):
+    """Every input checked before any work (NasctlError): the counts, the training
+    budget, the scores, the space, and data that loads, fits the space and has labels.
+    Returns the space."""
+    from nasctl.contrastive import load_data
     from nasctl.space import SearchSpace
-    from nasctl.zeroshot.proxies import PROXIES, resolve, score_value
 
     if cfg.archs < 4:
         raise NasctlError(f"--archs must be >= 4 (got {cfg.archs})")
     if not cfg.seeds:
         raise NasctlError("give at least one training seed")
     cfg.pretrain_config(cfg.seeds[0]).validate()
+    proxy_names(cfg)
     space = SearchSpace.load(cfg.space_file)
+    base = space.baseline()
+    if not load_data(cfg.data, base.resolution, base.in_channels, seed=SPLIT_SEED).labelled:
+        raise NasctlError(f"{cfg.data}: the data has no labels (y); proxy-eval scores archs by probe accuracy")
+    return space
+
+
+def evaluate_scores(cfg: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Train and score what is missing, then the statistics of every score (and vote)
+    against the mean val accuracy over the seeds. Returns what ``proxy_eval.json`` holds."""
+    from nasctl.zeroshot.proxies import PROXIES, resolve, score_value
+
+    space = check(cfg)
     archs = sample_archs(space, cfg.archs, cfg.sample_seed)
     names = proxy_names(cfg)
     trainings = train_archs(cfg, archs, progress)

@@ -73,6 +73,29 @@ def make_batch(data: ImageData, size: int, seed: int) -> ProxyBatch:
     return ProxyBatch(x, y, views, max(2, len(data.classes)))
 
 
+class Batches:
+    """The ``ProxyBatch`` of each input shape an arch of a space can take, loaded once:
+    ``size`` train-split images of ``data`` (split seed ``split_seed``) drawn with ``seed``."""
+
+    def __init__(self, data: str, size: int, seed: int, split_seed: int = 0):
+        self.data, self.size, self.seed, self.split_seed = data, size, seed, split_seed
+        self._cache: dict[tuple[int, int], ProxyBatch] = {}
+
+    def for_arch(self, arch) -> ProxyBatch:
+        from nasctl.contrastive import load_data
+
+        key = (arch.resolution, arch.in_channels)
+        if key not in self._cache:
+            images = load_data(self.data, arch.resolution, arch.in_channels, seed=self.split_seed)
+            self._cache[key] = make_batch(images, self.size, self.seed)
+        return self._cache[key]
+
+    @property
+    def labelled(self) -> bool | None:
+        """Whether the loaded data has labels (None before any batch is loaded)."""
+        return next(iter(self._cache.values())).labelled if self._cache else None
+
+
 @dataclass(frozen=True)
 class Proxy:
     """A registered score. ``uses_labels``: reads labels when the data has them (else the
@@ -437,3 +460,13 @@ def compute(name: str, arch, batch: ProxyBatch, seed: int) -> dict[str, float]:
     model = build_model(arch, head=head, seed=seed) if p.needs_model else _ArchOnly(arch)
     torch.manual_seed(seed)
     return p.fn(model, batch, seed)
+
+
+def compute_or_nan(name: str, arch, batch: ProxyBatch, seed: int) -> tuple[dict[str, float], str | None]:
+    """``compute``, with a failure of torch's linear algebra on a NaN or degenerate matrix
+    turned into NaN parts and the reason (a broken network, not a bug)."""
+    try:
+        return compute(name, arch, batch, seed), None
+    except (FloatingPointError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return dict.fromkeys(PROXIES[name].parts, float("nan")), f"{type(exc).__name__}: {first}"

@@ -60,7 +60,9 @@ class ProxyScore:
             raise NasctlError(f"--proxy: {exc}") from None
         self.proxy, self.data, self.batch_size, self.seed = proxy, data, batch_size, seed
         self.reference_size, self.out = reference_size, out
-        self._batches: dict[tuple[int, int], Any] = {}
+        from nasctl.zeroshot.proxies import Batches
+
+        self.batches = Batches(data, batch_size, seed, split_seed=seed)
         self._reference: dict[str, list[float]] | None = None
         self._space: SearchSpace | None = None
 
@@ -100,23 +102,13 @@ class ProxyScore:
             raise NasctlError(f"--proxy-batch must be >= 4 (got {self.batch_size})")
         if self.ranked and self.reference_size < 8:
             raise NasctlError(f"--reference must be >= 8 archs (got {self.reference_size})")
-        self.batch_for(space.baseline())  # the data loads and fits the arch
-
-    def batch_for(self, arch: Arch):
-        from nasctl.contrastive import load_data
-        from nasctl.zeroshot.proxies import make_batch
-
-        key = (arch.resolution, arch.in_channels)
-        if key not in self._batches:
-            data = load_data(self.data, arch.resolution, arch.in_channels, seed=self.seed)
-            self._batches[key] = make_batch(data, self.batch_size, self.seed)
-        return self._batches[key]
+        self.batches.for_arch(space.baseline())  # the data loads and fits the arch
 
     @property
     def loss_kind(self) -> str | None:
         if not self.uses_labels:
             return None
-        return "cross-entropy" if next(iter(self._batches.values())).labelled else "nt-xent (two views)"
+        return "cross-entropy" if self.batches.labelled else "nt-xent (two views)"
 
     # ---- reference sample ----------------------------------------------------------
     def reference(self, progress: Progress | None = None) -> dict[str, list[float]] | None:
@@ -166,17 +158,15 @@ class ProxyScore:
     # ---- scoring -------------------------------------------------------------------
     def _raw(self, arch: Arch) -> tuple[dict[str, float], list[str]]:
         """Every member's raw parts; a non-finite part is kept as -inf (ranks lowest)."""
-        from nasctl.zeroshot.proxies import PROXIES, compute
+        from nasctl.zeroshot.proxies import compute_or_nan
 
-        batch = self.batch_for(arch)
+        batch = self.batches.for_arch(arch)
         raw: dict[str, float] = {}
         bad: list[str] = []
         for m in self.members:
-            try:
-                values = compute(m, arch, batch, self.seed)
-            except (FloatingPointError, RuntimeError) as exc:  # torch linalg on a NaN / degenerate matrix
-                values = dict.fromkeys(PROXIES[m].parts, float("nan"))
-                bad.append(f"{m}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            values, error = compute_or_nan(m, arch, batch, self.seed)
+            if error:
+                bad.append(f"{m}: {error}")
             for k, v in values.items():
                 if not math.isfinite(v):
                     if not any(b.startswith(f"{m}:") for b in bad):
