@@ -296,10 +296,12 @@ class SearchSpace:
     def sample(self, rng: np.random.Generator | int | None = None) -> Arch:
         return self.resolve(self.sample_params(rng))
 
-    def samples(self, n: int, seed: int | None = 0) -> list[Arch]:
-        """``n`` archs drawn in turn from one generator seeded with ``seed``."""
+    def samples(self, n: int, seed: int | None = 0, fixed: Mapping[str, Any] | None = None) -> list[Arch]:
+        """``n`` archs drawn in turn from one generator seeded with ``seed``; ``fixed``
+        parameters (e.g. ``{"resolution": 32}``) replace their draws, which are still made,
+        so the other parameters are those of the unfixed stream."""
         rng = np.random.default_rng(seed)
-        return [self.sample(rng) for _ in range(n)]
+        return [self.resolve({**self.sample_params(rng), **(fixed or {})}) for _ in range(n)]
 
     def sample_small_params(self, rng: np.random.Generator, p_small: float = 0.7) -> dict[str, ParamValue]:
         """A random choice pushed towards the small end: the resolution, the depth
