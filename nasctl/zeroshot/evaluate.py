@@ -236,8 +236,10 @@ def raw_parts(records: dict[tuple[str, str], dict], arch_id: str, names: list[st
 
 
 # -------------------------------------------------------------------------------- stats
-def kendall_ci(x: np.ndarray, y: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Kendall tau-b of ``x`` against ``y`` and its 95% bootstrap interval (archs resampled)."""
+def kendall_ci(
+    x: np.ndarray, y: np.ndarray, reps: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Kendall tau-b of ``x`` against ``y`` and its ``level`` bootstrap interval (archs resampled)."""
     from scipy.stats import kendalltau
 
     tau = float(kendalltau(x, y).statistic)
@@ -248,7 +250,8 @@ def kendall_ci(x: np.ndarray, y: np.ndarray, reps: int = 1000, seed: int = 0) ->
         t = kendalltau(x[i], y[i]).statistic
         if np.isfinite(t):
             boots.append(t)
-    lo, hi = np.percentile(boots, [2.5, 97.5]) if boots else (float("nan"), float("nan"))
+    tail = 50 * (1 - level)
+    lo, hi = np.percentile(boots, [tail, 100 - tail]) if boots else (float("nan"), float("nan"))
     return tau, float(lo), float(hi)
 
 
