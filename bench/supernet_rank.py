@@ -14,7 +14,7 @@ single-shot search against a multishot search reaching the same accuracy at the 
 latency. Everything is cached under ``bench/cache/supernet_rank`` (stand-alone runs,
 supernet checkpoints, inherited scores), so the bench resumes across sessions.
 
-    python bench/supernet_rank.py [--archs 32] [--seeds 0,1] [--supernet-epochs 30] [--phase all]
+    python bench/supernet_rank.py [--archs 32] [--seeds 0,1] [--supernet-epochs 20] [--phase all]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--epochs", type=int, default=4, help="stand-alone training epochs")
     ap.add_argument("--resolution", type=int, default=32)
-    ap.add_argument("--supernet-epochs", type=int, default=30)
+    ap.add_argument("--supernet-epochs", type=int, default=20)
     ap.add_argument("--variants", default="distill,nodistill")
     ap.add_argument("--phase", default="all", choices=["standalone", "supernet", "inherited", "all"])
     ap.add_argument("--threads", type=int, default=2)

@@ -19,6 +19,8 @@ The public API (imported on first use, so ``import nasctl`` stays light)::
   for a training-free search);
 * ``proxy_eval(space, archs=N, ...) -> dict``: how well each zero-shot score ranks the
   space's archs against training; ``PROXIES``, ``register_proxy``: the scores;
+* ``train_supernet(space, out, ...) -> dict``: a weight-sharing supernet trained once, for
+  ``search(space, strategy="singleshot", supernet=out)``;
 * ``STRATEGIES``, ``register_strategy``, ``Scorer``, ``Strategy``, ``TrialRecord``: the search framework.
 """
 
@@ -44,6 +46,7 @@ _EXPORTS = {
     "STRATEGIES": "nasctl.search.base",
     "register_strategy": "nasctl.search.base",
     "proxy_eval": "nasctl.api",
+    "train_supernet": "nasctl.api",
     "PROXIES": "nasctl.zeroshot.proxies",
     "register_proxy": "nasctl.zeroshot.proxies",
 }
@@ -63,13 +66,14 @@ __all__ = [
     "estimate",
     "pretrain",
     "proxy_eval",
+    "train_supernet",
     "register_proxy",
     "register_strategy",
     "search",
 ]
 
 if TYPE_CHECKING:
-    from nasctl.api import estimate, pretrain, proxy_eval, search  # noqa: F811
+    from nasctl.api import estimate, pretrain, proxy_eval, search, train_supernet  # noqa: F811
     from nasctl.arch import Arch
     from nasctl.errors import NasctlError
     from nasctl.latency.api import Estimate

@@ -204,7 +204,25 @@ def search(
     cfg = make_config(space_file, strategy=strategy, **options)
     prepare(cfg)
     run_search(cfg, progress, prepared=True)
+    if cfg.finetune:
+        from nasctl.search.retrain import finetune_if_asked
+
+        finetune_if_asked(cfg, progress)
     return write_outputs(cfg, measure=measure)
+
+
+def train_supernet(space: SearchSpace | str | Path, out: str | Path, *, progress=None, **options: Any) -> dict:
+    """Train (or resume) the weight-sharing supernet of ``space`` into the checkpoint
+    ``out`` (what ``nasctl supernet train`` does); ``options`` are
+    ``nasctl.singleshot.train.SupernetConfig``'s fields (``epochs``, ``batch_size``,
+    ``distill``, ``subnets``, ``device``, ...). Returns the checkpoint's record. Search it
+    with ``search(space, strategy="singleshot", supernet=out)``."""
+    from nasctl.singleshot.train import SupernetConfig
+    from nasctl.singleshot.train import train_supernet as train
+    from nasctl.space import SearchSpace
+
+    sp = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
+    return train(sp, SupernetConfig(**options), out, progress)
 
 
 def proxy_eval(space: SearchSpace | str | Path, *, progress=None, **options: Any) -> dict:

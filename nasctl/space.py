@@ -257,6 +257,16 @@ class SearchSpace:
         path.write_text(self.to_yaml())
         return path
 
+    def with_resolution(self, resolution: int) -> SearchSpace:
+        """This space with its input resolution fixed to ``resolution`` (one of its choices):
+        the space a supernet trained at that resolution holds."""
+        if resolution not in self.spec.input.resolution:
+            raise NasctlError(f"{self.source}: resolution {resolution} is not among {list(self.spec.input.resolution)}")
+        d = self.to_dict()
+        d["input"]["resolution"] = [resolution]
+        d.get("baseline", {}).pop("resolution", None)
+        return SearchSpace.from_dict(d, source=self.source)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SearchSpace) and self.spec == other.spec
 

@@ -27,6 +27,7 @@ def search(
         str,
         typer.Option(
             help="A registered strategy; multishot: NSGA-II, each candidate trained briefly; "
+            "singleshot: one weight-sharing supernet trained once, its subnets scored by inherited weights; "
             "zeroshot: NSGA-II over a training-free score (--proxy), thousands of trials."
         ),
     ] = "multishot",
@@ -37,7 +38,7 @@ def search(
         Optional[int],
         typer.Option(
             help="Complete trials the study must reach (a resumed run runs the rest). "
-            "Default: 20 (multishot), 2000 (zeroshot); none with --time-budget alone."
+            "Default: 20 (multishot), 200 (singleshot), 2000 (zeroshot); none with --time-budget alone."
         ),
     ] = None,
     time_budget: Annotated[
@@ -94,6 +95,26 @@ def search(
     reference: Annotated[
         int, typer.Option(min=8, help="zeroshot: archs a ranked score (vote, aznas) ranks against, scored first.")
     ] = 64,
+    supernet: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="CKPT",
+            help="singleshot: a supernet trained by `nasctl supernet train` (default: the run trains its own, "
+            "--supernet-epochs, into its folder).",
+        ),
+    ] = None,
+    supernet_epochs: Annotated[
+        int, typer.Option("--supernet-epochs", min=1, help="singleshot: epochs of the run's own supernet.")
+    ] = 40,
+    finetune: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="K",
+            help="singleshot: retrain the K best-scored winners stand-alone (from their inherited weights and "
+            "from scratch, --epochs each) and report the three accuracies.",
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print pareto.json instead of tables.")] = False,
 ) -> None:
     """Search a space for archs that trade accuracy against latency (and memory) on a target.
@@ -109,6 +130,7 @@ def search(
     * `nasctl search SPACE.yaml --estimator sim-npu-p16 --latency-budget 0.5 --objectives accuracy,latency_ms,memory_mb`
     * `nasctl search SPACE.yaml --storage postgresql://user:pw@host/db --workers 2` (run on several machines)
     * `nasctl search SPACE.yaml --strategy zeroshot --trials 2000 --proxy vote:naswot,synflow,zico`
+    * `nasctl search SPACE.yaml --strategy singleshot --supernet supernet.npz --trials 200 --finetune 2`
     """
     from nasctl.search import make_config, prepare, run_search, write_outputs
 
@@ -138,6 +160,9 @@ def search(
         proxy=proxy,
         proxy_batch=proxy_batch,
         reference_size=reference,
+        supernet=supernet,
+        supernet_epochs=supernet_epochs,
+        finetune=finetune,
     )
     prepare(cfg)  # every bad input fails here, before the live view starts
     if not as_json:  # stdout then holds JSON only
@@ -149,6 +174,12 @@ def search(
         except KeyboardInterrupt:
             interrupted = True
     err = Console(stderr=True)
+    if finetune and not interrupted:
+        from nasctl.search.retrain import finetune_if_asked
+
+        if not as_json:
+            err.print(f"fine-tuning the {finetune} best-scored winners (from inherited weights and from scratch)")
+        finetune_if_asked(cfg)
     if not as_json:
         err.print("writing outputs" + (" and measuring the winners" if do_measure else ""))
     res = write_outputs(cfg, measure=do_measure)
@@ -193,6 +224,11 @@ class _SearchView:
         kind = event.get("event")
         if kind == "train":
             self.status = f"trial {event['trial']}: {event.get('verb', 'training')} {event['arch'][:60]}..."
+        elif kind == "supernet":
+            self.status = (
+                f"training the supernet: step {event['step']}/{event['total_steps']}, loss {event['loss']:.3f}, "
+                f"{event['elapsed_s']:.0f} s"
+            )
         elif kind == "reference":
             self.status = f"scoring the reference sample: {event['done']}/{event['total']}"
         elif kind == "tick":

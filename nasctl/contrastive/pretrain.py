@@ -121,8 +121,16 @@ def lr_at(progress: float, base_lr: float, warmup_fraction: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
 
-def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: ProgressFn | None = None) -> PretrainResult:
-    """Pretrain ``arch`` without labels on ``data``'s train split (see module docstring)."""
+def pretrain(
+    arch: Arch,
+    data: ImageData,
+    config: PretrainConfig,
+    progress: ProgressFn | None = None,
+    initial: dict[str, torch.Tensor] | None = None,
+) -> PretrainResult:
+    """Pretrain ``arch`` without labels on ``data``'s train split (see module docstring),
+    from a seeded initialisation or from the ``initial`` state dict (e.g. weights a
+    supernet passed on)."""
     cfg = config.validate()
     if arch.embedding_dim is None:
         raise NasctlError("this arch has no embedding_dim (the space's output.embedding_dim) for a projection head")
@@ -137,7 +145,10 @@ def pretrain(arch: Arch, data: ImageData, config: PretrainConfig, progress: Prog
     # the same batches and views on every device
     gen = torch.Generator().manual_seed(cfg.seed)
     dev = resolve_device(cfg.device)
-    model = build_model(arch, head="embedding", seed=cfg.seed).to(dev)
+    model = build_model(arch, head="embedding", seed=cfg.seed)
+    if initial is not None:
+        model.load_state_dict(initial, strict=True)
+    model = model.to(dev)
     # the loss's own random draws (Gamma) have their own stream, seeded from cfg.seed
     loss_fn = make_loss(cfg.loss, data.n, cfg.temperature, cfg.gamma_shape, cfg.gamma_momentum, cfg.seed).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -336,10 +347,11 @@ def pretrain_and_evaluate(
     config: PretrainConfig,
     progress: ProgressFn | None = None,
     random_init_baseline: bool = False,
+    initial: dict[str, torch.Tensor] | None = None,
 ) -> tuple[PretrainResult, dict]:
     """Pretrain, then score the frozen backbone (linear probe + kNN). With
     ``random_init_baseline`` the same probe is also run on the untrained backbone."""
-    result = pretrain(arch, data, config, progress)
+    result = pretrain(arch, data, config, progress, initial)
     t = time.perf_counter()
     metrics = evaluate(result.model, data)  # on the device it trained on
     metrics_out: dict = {

@@ -78,6 +78,9 @@ class Strategy(Protocol):
     # ``default_trials``: trials when neither --trials nor --time-budget is given (absent: 20);
     # ``batch``: trials a lone worker runs in memory between writes to the storage, for
     # trials cheaper than a storage round trip (absent: every trial goes straight to it).
+    # Optional methods: ``search_space(cfg, space) -> SearchSpace``, the space it searches
+    # (absent: the space file's); ``setup(cfg, space, progress)``, work done once before
+    # the first trial (singleshot trains its supernet there).
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
         """Check the strategy's own options and inputs (raise NasctlError), before any work."""

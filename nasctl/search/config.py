@@ -15,7 +15,19 @@ from nasctl.search.scorers.trained import TrialBudget
 CONFIG_FILE = "search.json"
 DEFAULT_TRIALS = 20  # for a strategy that names no ``default_trials``
 # settings that must match when a run resumes an existing study
-STUDY_KEYS = ("space_file", "strategy", "objectives", "estimator", "data", "budget", "sampler", "proxy", "proxy_batch")
+STUDY_KEYS = (
+    "space_file",
+    "strategy",
+    "objectives",
+    "estimator",
+    "data",
+    "budget",
+    "sampler",
+    "proxy",
+    "proxy_batch",
+    "supernet",
+    "supernet_epochs",
+)
 
 
 @dataclass
@@ -39,6 +51,9 @@ class SearchConfig:
     proxy: str | None = None  # zeroshot: a registered score or vote:A,B (None: the default)
     proxy_batch: int = 16  # zeroshot: images each score reads
     reference_size: int = 64  # zeroshot: archs a ranked score (vote, aznas) ranks against
+    supernet: str | None = None  # singleshot: a trained supernet checkpoint (None: the run trains its own)
+    supernet_epochs: int = 40  # singleshot: epochs of the run's own supernet
+    finetune: int = 0  # singleshot: retrain the top K stand-alone after the search
 
     @property
     def storage_url(self) -> str:
@@ -77,6 +92,9 @@ class SearchConfig:
             "proxy": self.proxy,
             "proxy_batch": self.proxy_batch,
             "reference_size": self.reference_size,
+            "supernet": self.supernet,
+            "supernet_epochs": self.supernet_epochs,
+            "finetune": self.finetune,
         }
 
     @classmethod
@@ -105,6 +123,9 @@ class SearchConfig:
             proxy=d.get("proxy"),
             proxy_batch=d.get("proxy_batch", 16),
             reference_size=d.get("reference_size", 64),
+            supernet=d.get("supernet"),
+            supernet_epochs=d.get("supernet_epochs", 40),
+            finetune=d.get("finetune", 0),
         )
 
     def save(self) -> Path:
@@ -126,7 +147,7 @@ class SearchConfig:
         new = json.loads(json.dumps(self.to_dict()))  # tuples -> lists, as saved
         for d in (old, new):  # a study may be resumed, or shared, on another device
             d.get("budget", {}).pop("device", None)
-        for key in ("proxy", "proxy_batch"):  # a run folder from before these settings had the defaults
+        for key in ("proxy", "proxy_batch", "supernet", "supernet_epochs"):  # older run folders had the defaults
             old.setdefault(key, getattr(SearchConfig, key))
         diff = [k for k in STUDY_KEYS if old.get(k) != new.get(k)]
         if diff and old.get("study_name") == self.name and old.get("storage") == self.storage_url:
@@ -176,6 +197,9 @@ def make_config(
     proxy: str | None = None,
     proxy_batch: int = 16,
     reference_size: int = 64,
+    supernet: str | Path | None = None,
+    supernet_epochs: int = 40,
+    finetune: int = 0,
 ) -> SearchConfig:
     """A ``SearchConfig`` from the options ``nasctl search`` takes (same names, same defaults).
 
@@ -220,4 +244,7 @@ def make_config(
         proxy=proxy,
         proxy_batch=proxy_batch,
         reference_size=reference_size,
+        supernet=str(supernet) if supernet else None,
+        supernet_epochs=supernet_epochs,
+        finetune=finetune,
     )

@@ -227,11 +227,17 @@ def write_outputs(cfg: SearchConfig, measure: bool = True, study=None) -> Search
     for old in winners.glob("*"):
         if old.is_file():
             old.unlink()
+    # a scorer whose archs hold weights (singleshot: inherited) exports them with the arch
+    export_weights = getattr(res.scorer_type, "export_winner", None)
     for i, r in enumerate(res.pareto[: cfg.top_k], 1):
         arch = Arch.from_string(r.arch)
-        arch.save(winners / f"rank{i}_{arch.id}.json")
-        export_onnx(arch, winners / f"rank{i}_{arch.id}.onnx")
-        r.files = [f"winners/rank{i}_{arch.id}.json", f"winners/rank{i}_{arch.id}.onnx"]
+        stem = f"rank{i}_{arch.id}"
+        arch.save(winners / f"{stem}.json")
+        if export_weights is not None:
+            r.files = [f"winners/{stem}.json", *(f"winners/{f}" for f in export_weights(cfg, arch, winners / stem))]
+        else:
+            export_onnx(arch, winners / f"{stem}.onnx")
+            r.files = [f"winners/{stem}.json", f"winners/{stem}.onnx"]
     measured: dict[str, float] = {}
     simulated = bool(load_estimator(cfg.estimator).device.get("simulated"))
     measure_s = 0.0
@@ -347,6 +353,7 @@ def render_report(res: SearchResult, summary: dict) -> str:
             f"| {r.number}{tag} | {scores} | {_fmt(r.latency_ms)} | {_fmt(r.measured_latency_ms)} | "
             f"{_fmt(r.memory_mb, 2)} | {r.params:,} | `{r.arch_id}` |"
         )
+    lines += _finetune_section(res.out)
     failed = [r for r in res.records if r.state == "FAIL" and r.error]
     if failed:
         lines += ["", "## Failed trials", ""]
@@ -355,6 +362,37 @@ def render_report(res: SearchResult, summary: dict) -> str:
             lines.append(f"- trial {r.number}: `{last}` (traceback in the study: user attribute `error`)")
     lines += ["", "Files: `trials.csv`, `pareto.json`, `pareto.png`, `winners/` (arch.json + ONNX).", ""]
     return "\n".join(lines)
+
+
+def _finetune_section(out: Path) -> list[str]:
+    """The report's table of ``search --finetune`` (``finetune.json``), if the run has one."""
+    from nasctl.search.retrain import FINETUNE_FILE
+
+    path = out / FINETUNE_FILE
+    if not path.is_file():
+        return []
+    ft = json.loads(path.read_text())
+    b = ft["budget"]
+    lines = [
+        "",
+        "## Fine-tuned winners",
+        "",
+        f"Each retrained stand-alone ({b['loss']} loss, {b['epochs']} epochs at batch {b['batch_size']}, no time cap, "
+        f"seed {', '.join(map(str, b['seeds']))}) from the weights it inherits and from scratch; val accuracy.",
+        "",
+        "| trial | inherited | fine-tuned from inherited | from scratch | est. latency ms | arch id |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w in ft["winners"]:
+        lines.append(
+            f"| {w['trial']} | {_pct(w['inherited_accuracy'])} | {_pct(w['from_inherited']['accuracy_mean'])} | "
+            f"{_pct(w['from_scratch']['accuracy_mean'])} | {_fmt(w['latency_ms'])} | `{w['arch_id']}` |"
+        )
+    return lines
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
 
 
 def _fmt(v, digits=3) -> str:

@@ -160,7 +160,7 @@ class Evaluator:
         from nasctl.space import SearchSpace
 
         self.cfg, self.worker = cfg, worker
-        self.space = SearchSpace.load(cfg.space_file)
+        self.space = searched_space(cfg, SearchSpace.load(cfg.space_file))
         self.params = self.space.parameters()
         self.estimator = load_estimator(cfg.estimator)
         self.scorer = get_strategy(cfg.strategy).scorer(cfg, self.space)
@@ -372,6 +372,13 @@ def _worker_entry(cfg_dict: dict, worker: int, deadline: float | None) -> None:
     run_worker(SearchConfig.from_dict(cfg_dict), worker, None, deadline)
 
 
+def searched_space(cfg: SearchConfig, space):
+    """The space the strategy searches: the file's, or what its ``search_space`` hook makes
+    of it (singleshot: the space at the supernet's resolution)."""
+    hook = getattr(get_strategy(cfg.strategy), "search_space", None)
+    return hook(cfg, space) if hook else space
+
+
 def prepare(cfg: SearchConfig) -> Any:
     """Validate everything before any work: options, space, estimator, budgets, the
     strategy's own inputs, storage; write the run config; enqueue the baseline into a new
@@ -390,6 +397,7 @@ def prepare(cfg: SearchConfig) -> Any:
     space = SearchSpace.load(cfg.space_file)
     estimator = load_estimator(cfg.estimator)
     strategy.validate(cfg, space)
+    space = searched_space(cfg, space)
     cfg.objectives.check_budgets(space, estimator)
     cfg.check_resumable()
     study = open_study(cfg)
@@ -408,6 +416,11 @@ def run_search(
 
     if not prepared:
         prepare(cfg)
+    setup = getattr(get_strategy(cfg.strategy), "setup", None)
+    if setup is not None:  # work the whole run needs once, before any trial (singleshot: its supernet)
+        from nasctl.space import SearchSpace
+
+        setup(cfg, SearchSpace.load(cfg.space_file), on_progress)
     deadline = time.time() + cfg.time_budget_s if cfg.time_budget_s else None
     procs = []
     ctx = mp.get_context("spawn")

@@ -249,8 +249,19 @@ def train_supernet(
     stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the supernet of ``space`` under ``cfg``, checkpointing to ``out``.
-    ``stop_after``: stop after this many steps of this call (tests of resume). Returns the
-    checkpoint's record."""
+    ``stop_after``: stop after this many steps of this call, without a checkpoint (as a
+    kill would). Returns the checkpoint's record."""
+    return train(space, cfg, out, progress, stop_after)[1]
+
+
+def train(
+    space,
+    cfg: SupernetConfig,
+    out: str | Path,
+    progress: Progress | None = None,
+    stop_after: int | None = None,
+) -> tuple[Supernet, dict[str, Any]]:
+    """``train_supernet``, returning this process's supernet too."""
     from nasctl.contrastive import load_data
 
     cfg.validate()
@@ -361,4 +372,4 @@ def train_supernet(
                     "elapsed_s": meta["seconds"],
                 }
             )
-    return meta
+    return net, meta
