@@ -111,6 +111,19 @@ def test_sorting_channels_keeps_the_largest_subnets_and_orders_by_importance(spa
             torch.testing.assert_close(net(x, a), y, rtol=1e-5, atol=1e-5)
     proj = net.positions[1][1]["fused_ibn"].project.conv.weight.abs().sum(dim=(0, 2, 3))
     assert (proj[:-1] >= proj[1:]).all()
+    # an IBN branch whose expansions are all above 1 sorts its middle channels too
+    from nasctl.nn.supernet import DynamicIBN
+
+    ibn = DynamicIBN(8, 8, 5, [2, 3], 1, "relu6")
+    _scramble(ibn)
+    ibn.eval()
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        y = ibn(x, 5, 3, 8)
+        ibn.sort_channels()
+        torch.testing.assert_close(ibn(x, 5, 3, 8), y, rtol=1e-5, atol=1e-5)
+    proj = ibn.project.conv.weight.abs().sum(dim=(0, 2, 3))
+    assert (proj[:-1] >= proj[1:]).all()
 
 
 def _train(space, out, stop_after=None, **kw):
