@@ -89,7 +89,9 @@ def inherited(args, archs) -> dict:
     for name in args.variants:
         net, meta = load_supernet(CACHE / f"supernet_{name}.npz")
         if not meta["finished"]:
-            raise SystemExit(f"supernet {name} is not trained to the end yet (step {meta['step']}/{meta['total_steps']})")
+            raise SystemExit(
+                f"supernet {name} is not trained to the end yet (step {meta['step']}/{meta['total_steps']})"
+            )
         data = load_data("digits", net.resolution, 3, seed=SPLIT_SEED)
         for recal in (True, False):
             for arch in archs:
@@ -216,8 +218,11 @@ def main() -> None:
         return
     scores = inherited(args, archs)
     result = analyse(args, space, archs, runs, scores)
-    config = {**vars(args), "standalone": {"loss": "ntxent", "epochs": args.epochs, "batch_size": 64},
-              "supernet": {n: supernet_cfg(args, VARIANTS[n]).to_dict() for n in args.variants}}
+    config = {
+        **vars(args),
+        "standalone": {"loss": "ntxent", "epochs": args.epochs, "batch_size": 64},
+        "supernet": {n: supernet_cfg(args, VARIANTS[n]).to_dict() for n in args.variants},
+    }
     path = save(args.name, result, config)
     for k, v in result["tau"].items():
         print(f"{k:>18}: tau {v['kendall_tau']:+.3f} [{v['tau_ci90'][0]:+.2f}, {v['tau_ci90'][1]:+.2f}]")

@@ -48,7 +48,11 @@ def _scramble(net) -> None:
     with torch.no_grad():
         for name, t in net.state_dict().items():
             if t.dtype.is_floating_point:
-                v = torch.rand(t.shape, generator=g) + 0.5 if "running_var" in name else torch.randn(t.shape, generator=g)
+                v = (
+                    torch.rand(t.shape, generator=g) + 0.5
+                    if "running_var" in name
+                    else torch.randn(t.shape, generator=g)
+                )
                 t.copy_(v * (1 if "running" in name else 0.3))
 
 
@@ -204,7 +208,9 @@ def test_singleshot_search_end_to_end(space_file, tmp_path):
     torch.set_num_threads(1)
     ckpt = tmp_path / "sn.npz"
     run = CliRunner()
-    r = run.invoke(app, ["supernet", "train", str(space_file), "--out", str(ckpt), "--epochs", "1", "--resolution", "16"])
+    r = run.invoke(
+        app, ["supernet", "train", str(space_file), "--out", str(ckpt), "--epochs", "1", "--resolution", "16"]
+    )
     assert r.exit_code == 0, r.output
     assert "trained supernet of tiny at 16x16, step 19/19" in " ".join(r.output.split())
     out = tmp_path / "run"
@@ -232,7 +238,10 @@ def test_singleshot_search_end_to_end(space_file, tmp_path):
     other["stem"]["channels"] = 16
     other_file = tmp_path / "other.yaml"
     SearchSpace.from_dict(other).save(other_file)
-    r = run.invoke(app, ["search", str(other_file), "--strategy", "singleshot", "--supernet", str(ckpt), "--out", str(tmp_path / "o")])
+    r = run.invoke(
+        app,
+        ["search", str(other_file), "--strategy", "singleshot", "--supernet", str(ckpt), "--out", str(tmp_path / "o")],
+    )
     assert r.exit_code == 2 and "a supernet of another space" in r.output and "Traceback" not in r.output
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
@@ -246,8 +255,13 @@ def test_a_singleshot_search_trains_its_own_supernet_through_the_api(space, tmp_
     torch.set_num_threads(1)
     space_file = space.with_resolution(16).save(tmp_path / "tiny16.yaml")
     res = nasctl.search(
-        str(space_file), strategy="singleshot", supernet_epochs=1, trials=4, out=str(tmp_path / "r"),
-        estimator="sim-npu-p16", measure=False,
+        str(space_file),
+        strategy="singleshot",
+        supernet_epochs=1,
+        trials=4,
+        out=str(tmp_path / "r"),
+        estimator="sim-npu-p16",
+        measure=False,
     )
     assert (tmp_path / "r" / "supernet.npz").is_file()
     assert len(res.complete) == 4 and all("in_r16" in r.arch for r in res.complete)

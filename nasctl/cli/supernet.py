@@ -122,7 +122,9 @@ def train(
 @supernet_app.command("show")
 @handle_errors
 def show(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CKPT", help="A checkpoint written by `nasctl supernet train`.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CKPT", help="A checkpoint written by `nasctl supernet train`.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
     """What a supernet checkpoint holds: its space, config and training progress."""

@@ -60,7 +60,9 @@ class DynamicConvBN(nn.Module):
         super().__init__()
         self.depthwise, self.stride, self.act_name = depthwise, stride, act
         groups = max_out if depthwise else 1
-        self.conv = nn.Conv2d(max_out if depthwise else max_in, max_out, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.conv = nn.Conv2d(
+            max_out if depthwise else max_in, max_out, kernel, stride, kernel // 2, groups=groups, bias=False
+        )
         self.bn = nn.BatchNorm2d(max_out)
         self.act = make_activation(act)
 
@@ -252,8 +254,10 @@ class Supernet(nn.Module):
         key = arch.to_string()
         if key not in self._paths:
             if arch.resolution != self.resolution:
-                raise NasctlError(f"arch {arch.id} takes {arch.resolution}x{arch.resolution} images; this supernet "
-                                  f"was built for {self.resolution}x{self.resolution}")
+                raise NasctlError(
+                    f"arch {arch.id} takes {arch.resolution}x{arch.resolution} images; this supernet "
+                    f"was built for {self.resolution}x{self.resolution}"
+                )
             params = self.space.encode(arch)
             out, i = [], 0
             for si in range(len(self.space.spec.stages)):

@@ -40,7 +40,9 @@ def retrain(
     runs = []
     for seed in seeds:
         t = time.perf_counter()
-        _, m = pretrain_and_evaluate(arch, data, replace(config, seed=seed, time_budget_s=None), progress, initial=initial)
+        _, m = pretrain_and_evaluate(
+            arch, data, replace(config, seed=seed, time_budget_s=None), progress, initial=initial
+        )
         runs.append(
             {
                 "seed": seed,

@@ -37,7 +37,6 @@ the same command resumes from its last checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -190,7 +189,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndar
         raise NasctlError(f"{path}: its supernet record is not valid JSON") from None
     if meta.get("schema") != CHECKPOINT_SCHEMA:
         raise NasctlError(
-            f"{path}: unsupported supernet checkpoint schema {meta.get('schema')!r} (this nasctl reads {CHECKPOINT_SCHEMA})"
+            f"{path}: unsupported supernet checkpoint schema {meta.get('schema')!r} "
+            f"(this nasctl reads {CHECKPOINT_SCHEMA})"
         )
     return meta, arrays
 
@@ -211,7 +211,9 @@ def _load_state(net: Supernet, arrays: dict[str, np.ndarray], path: str | Path) 
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise NasctlError(f"{path}: the checkpoint's tensors do not fit this space's supernet ({str(exc).splitlines()[0]})") from None
+        raise NasctlError(
+            f"{path}: the checkpoint's tensors do not fit this space's supernet ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, net: Supernet, arrays: dict[str, np.ndarray]) -> None:
@@ -273,13 +275,14 @@ def train(
     torch.manual_seed(cfg.seed)
     net = Supernet(space, cfg.resolution)  # seeded init: the same on every process
     data = load_data(cfg.data, cfg.resolution, space.spec.input.channels, seed=SPLIT_SEED)
-    train = torch.from_numpy(data.train)
+    train_idx = torch.from_numpy(data.train)
     per_step = cfg.batch_size * size
-    if len(train) < per_step:
+    if len(train_idx) < per_step:
         raise NasctlError(
-            f"the train split has {len(train)} images; a step needs {per_step} ({size} process(es) x batch {cfg.batch_size})"
+            f"the train split has {len(train_idx)} images; a step needs {per_step} "
+            f"({size} process(es) x batch {cfg.batch_size})"
         )
-    steps_per_epoch = len(train) // per_step
+    steps_per_epoch = len(train_idx) // per_step
     total = cfg.epochs * steps_per_epoch
     sort_step = int(round(cfg.largest_first * total))
     meta: dict[str, Any] = {
@@ -301,10 +304,15 @@ def train(
     arrays = None
     if out.exists():
         old, arrays = read_checkpoint(out)
-        if SupernetConfig.from_dict(old["config"]).identity() != cfg.identity() or old["space_yaml"] != meta["space_yaml"]:
+        if (
+            SupernetConfig.from_dict(old["config"]).identity() != cfg.identity()
+            or old["space_yaml"] != meta["space_yaml"]
+        ):
             raise NasctlError(f"{out}: holds a supernet of another space or config; give another --out or delete it")
         if old.get("world_size", 1) != size:
-            raise NasctlError(f"{out}: was trained on {old.get('world_size', 1)} process(es), not {size}; resume with as many")
+            raise NasctlError(
+                f"{out}: was trained on {old.get('world_size', 1)} process(es), not {size}; resume with as many"
+            )
         meta = old
         _load_state(net, arrays, out)
     net.to(dev).train()
@@ -323,7 +331,9 @@ def train(
             opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             meta["sorted"] = True
         epoch, b = divmod(step, steps_per_epoch)
-        order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(_stream(cfg.seed, 1, epoch)))]
+        order = train_idx[
+            torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(_stream(cfg.seed, 1, epoch)))
+        ]
         idx = order[b * per_step + rank * cfg.batch_size : b * per_step + (rank + 1) * cfg.batch_size]
         gen = torch.Generator().manual_seed(_stream(cfg.seed, 2, step, rank))
         v1, v2 = two_views(x_all[idx], aug, gen)

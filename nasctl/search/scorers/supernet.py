@@ -13,7 +13,6 @@ from nasctl.search.base import Column, Progress
 if TYPE_CHECKING:
     from nasctl.arch import Arch
     from nasctl.search.config import SearchConfig
-    from nasctl.space import SearchSpace
 
 SUPERNET_FILE = "supernet.npz"  # where a run trains its own supernet when --supernet is not given
 
@@ -80,6 +79,8 @@ class InheritedAccuracy:
         """Write a winner with its inherited weights (BatchNorm recalibrated): ``STEM.npz``
         (backbone + projection head, as ``nasctl pretrain`` writes them) and ``STEM.onnx``
         (the backbone's pooled features, with those weights). Returns the file names."""
+        import torch
+
         from nasctl.contrastive.pretrain import save_weights
         from nasctl.contrastive.probe import recalibrate_bn
         from nasctl.nn.builder import build_model
@@ -88,8 +89,6 @@ class InheritedAccuracy:
 
         net, data = _shared_scorer(cfg).load()
         model = net.subnet(arch, "embedding")
-        import torch
-
         recalibrate_bn(model, data.x[torch.from_numpy(data.train[:BN_IMAGES])])
         model = model.cpu().eval()
         save_weights(model, stem.with_suffix(".npz"))

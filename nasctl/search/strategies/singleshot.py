@@ -53,7 +53,9 @@ class Singleshot:
             meta, _ = read_checkpoint(cfg.supernet)
             held = SearchSpace.loads(meta["space_yaml"], source=cfg.supernet)
             if held != space:
-                raise NasctlError(f"{cfg.supernet}: a supernet of another space ({meta.get('space_name')!r}), not {space.source}")
+                raise NasctlError(
+                    f"{cfg.supernet}: a supernet of another space ({meta.get('space_name')!r}), not {space.source}"
+                )
             if not meta.get("finished"):
                 raise NasctlError(
                     f"{cfg.supernet}: trained to step {meta['step']} of {meta['total_steps']}; finish it with the "
