@@ -243,6 +243,8 @@ def test_singleshot_search_end_to_end(space_file, tmp_path):
         ["search", str(other_file), "--strategy", "singleshot", "--supernet", str(ckpt), "--out", str(tmp_path / "o")],
     )
     assert r.exit_code == 2 and "a supernet of another space" in r.output and "Traceback" not in r.output
+    r = run.invoke(app, ["search", str(space_file), "--finetune", "1", "--out", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "belong to --strategy singleshot" in r.output
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     r = run.invoke(app, [*args[:5], str(bad), "--out", str(tmp_path / "b")])

@@ -34,6 +34,8 @@ class Multishot:
             raise NasctlError(f"--population must be >= 2 (got {cfg.population_size})")
         if cfg.proxy is not None:
             raise NasctlError("--proxy picks the zeroshot strategy's score; multishot trains each arch")
+        if cfg.supernet or cfg.finetune:
+            raise NasctlError("--supernet and --finetune belong to --strategy singleshot")
         TrainedAccuracy.from_config(cfg).check(space)
 
     def sampler(self, cfg: SearchConfig, seed: int):

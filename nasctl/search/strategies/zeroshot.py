@@ -34,6 +34,8 @@ class Zeroshot:
             raise NasctlError(f"unknown sampler {cfg.sampler!r} (expected nsga2 or random)")
         if cfg.sampler == "random" and cfg.population_size is not None:
             raise NasctlError("--population sets the NSGA-II population; the random sampler has none")
+        if cfg.supernet or cfg.finetune:
+            raise NasctlError("--supernet and --finetune belong to --strategy singleshot")
         ProxyScore.from_config(cfg, space).check(space)
 
     def sampler(self, cfg: SearchConfig, seed: int):
