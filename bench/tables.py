@@ -511,7 +511,8 @@ def supernet_rank(d: dict) -> str:
         "nodistill_norecal": "supernet, no distillation, shared BN statistics",
         "params": "params (baseline)",
         "flops": "FLOPs (baseline)",
-        "seed_vs_seed": "stand-alone seed 0 vs seed 1 (ceiling)",
+        "seed_vs_seed": "stand-alone, seed 0 vs seed 1 (ceiling for one seed)",
+        "half_vs_half": "stand-alone, mean of seeds 0-1 vs mean of seeds 2-3",
     }
     rows = []
     for key, label in names.items():
