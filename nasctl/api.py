@@ -208,6 +208,10 @@ def search(
         from nasctl.search.retrain import finetune_if_asked
 
         finetune_if_asked(cfg, progress)
+    if cfg.retrain:
+        from nasctl.search.retrain import retrain_run
+
+        retrain_run(cfg, top=cfg.retrain, measure=measure, progress=progress)
     return write_outputs(cfg, measure=measure)
 
 

@@ -115,6 +115,15 @@ def search(
             "from scratch, --epochs each) and report the three accuracies.",
         ),
     ] = 0,
+    retrain: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="K",
+            help="After the search, retrain the baseline and the K best-scored Pareto archs under one budget "
+            "(--epochs, 3 seeds, no time cap): what `nasctl retrain` does.",
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print pareto.json instead of tables.")] = False,
 ) -> None:
     """Search a space for archs that trade accuracy against latency (and memory) on a target.
@@ -163,6 +172,7 @@ def search(
         supernet=supernet,
         supernet_epochs=supernet_epochs,
         finetune=finetune,
+        retrain=retrain,
     )
     prepare(cfg)  # every bad input fails here, before the live view starts
     if not as_json:  # stdout then holds JSON only
@@ -180,6 +190,12 @@ def search(
         if not as_json:
             err.print(f"fine-tuning the {finetune} best-scored winners (from inherited weights and from scratch)")
         finetune_if_asked(cfg)
+    if retrain and not interrupted:
+        from nasctl.search.retrain import retrain_run
+
+        if not as_json:
+            err.print(f"retraining the baseline and the {retrain} best-scored Pareto archs (3 seeds each)")
+        retrain_run(cfg, top=retrain, measure=do_measure)
     if not as_json:
         err.print("writing outputs" + (" and measuring the winners" if do_measure else ""))
     res = write_outputs(cfg, measure=do_measure)
@@ -342,6 +358,104 @@ def report(
         print_json(json.loads((run_dir / "pareto.json").read_text()))
         return
     _render_search(res)
+
+
+@app.command("retrain")
+@handle_errors
+def retrain_cmd(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder written by `nasctl search`.")],
+    top: Annotated[int, typer.Option(min=1, help="Best-scored Pareto archs retrained beside the baseline.")] = 3,
+    epochs: Annotated[
+        Optional[int], typer.Option(min=1, help="Epochs per training (default: the search's --epochs).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Training seeds per arch (0..N-1).")] = 3,
+    do_measure: Annotated[
+        bool, typer.Option("--measure/--no-measure", help="Time the retrained archs with onnxruntime.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print retrain.json instead of a table.")] = False,
+) -> None:
+    """Retrain a search's winners and its baseline under one identical budget, over seeds.
+
+    A search trains each trial under a wall-clock budget, in which a big arch trains the
+    fewest epochs; its accuracies rank, they do not compare fairly. This retrains the
+    baseline and the best-scored Pareto archs with the same loss, batch and epochs (no
+    time cap), once per seed, and reports accuracy mean ± std, latency, memory and the
+    fastest arch within 1 point of the baseline. Runs are cached in RUN_DIR/retrain.jsonl
+    (a killed retrain resumes); the result goes to retrain.json and report.md.
+
+    Example: `nasctl retrain runs/x --top 3 --epochs 10 --seeds 3`
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from nasctl.search import load_config
+    from nasctl.search.results import retrain_section
+    from nasctl.search.retrain import retrain_run
+
+    cfg = load_config(run_dir)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("retraining", total=None)
+
+        def progress(p: dict) -> None:
+            bar.update(task, description=f"retraining trial {p['trial']}, seed {p['seed']}: {p['arch'][:50]}...")
+
+        out = retrain_run(cfg, top=top, epochs=epochs, seeds=seeds, measure=do_measure, progress=progress)
+    _splice_report(run_dir / "report.md", retrain_section(run_dir))
+    if as_json:
+        print_json(out)
+        return
+    b = out["budget"]
+    t = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title=f"retrained: {b['loss']}, {b['epochs']} epochs at batch {b['batch_size']}, seeds {b['seeds']}",
+        title_justify="left",
+    )
+    for col in ("trial", "val acc", "test acc", "est. ms", "meas. ms", "mem MB", "params", "arch id"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in out["rows"]:
+        t.add_row(
+            f"{r['trial']}{' base' if r['baseline'] else ''}",
+            f"{100 * r['accuracy_mean']:.1f}% ± {100 * r['accuracy_std']:.1f}",
+            f"{100 * r['test_accuracy_mean']:.1f}% ± {100 * r['test_accuracy_std']:.1f}",
+            f"{r['latency_ms']:.3f}",
+            "–" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.3f}",
+            f"{r['memory_mb']:.2f}",
+            human(r["params"]),
+            r["arch_id"],
+        )
+    console.print(t)
+    f = out["best_within_1_point"]
+    if f:
+        console.print(
+            f"best within 1 point of the baseline: trial {f['trial']}, {f['latency_change_pct']:+.1f}% "
+            f"{f['latency_key'].replace('_', ' ')}, {f['accuracy_change_points']:+.1f} points val accuracy"
+        )
+    else:
+        console.print("no retrained arch is within 1 point of the baseline's mean val accuracy")
+    console.print(f"wrote {run_dir}/retrain.json and its section of {run_dir}/report.md")
+
+
+def _splice_report(path: Path, section: list[str]) -> None:
+    """Put ``section`` (a blank line, its title, its body) in the report in place of its
+    old one, before the fine-tuned / failed trials sections and the files line."""
+    if not path.is_file() or not section:
+        return
+    lines = path.read_text().splitlines()
+    later = ("## ", "Files:")
+    if section[1] in lines:  # drop the old one: from its leading blank line to the next section's
+        start = lines.index(section[1])
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(later)), len(lines))
+        del lines[start - 1 : end - 1]
+    heads = ("## Fine-tuned winners", "## Failed trials")
+    at = next((i - 1 for i, x in enumerate(lines) if x in heads or x.startswith("Files:")), len(lines))
+    path.write_text("\n".join(lines[:at] + section + lines[at:]) + "\n")
 
 
 def _warn_other_machine(estimator: str) -> None:

@@ -54,6 +54,7 @@ class SearchConfig:
     supernet: str | None = None  # singleshot: a trained supernet checkpoint (None: the run trains its own)
     supernet_epochs: int = 40  # singleshot: epochs of the run's own supernet
     finetune: int = 0  # singleshot: retrain the top K stand-alone after the search
+    retrain: int = 0  # retrain the baseline and the top K under one budget over 3 seeds after the search
 
     @property
     def storage_url(self) -> str:
@@ -95,6 +96,7 @@ class SearchConfig:
             "supernet": self.supernet,
             "supernet_epochs": self.supernet_epochs,
             "finetune": self.finetune,
+            "retrain": self.retrain,
         }
 
     @classmethod
@@ -126,6 +128,7 @@ class SearchConfig:
             supernet=d.get("supernet"),
             supernet_epochs=d.get("supernet_epochs", 40),
             finetune=d.get("finetune", 0),
+            retrain=d.get("retrain", 0),
         )
 
     def save(self) -> Path:
@@ -200,6 +203,7 @@ def make_config(
     supernet: str | Path | None = None,
     supernet_epochs: int = 40,
     finetune: int = 0,
+    retrain: int = 0,
 ) -> SearchConfig:
     """A ``SearchConfig`` from the options ``nasctl search`` takes (same names, same defaults).
 
@@ -247,4 +251,5 @@ def make_config(
         supernet=str(supernet) if supernet else None,
         supernet_epochs=supernet_epochs,
         finetune=finetune,
+        retrain=retrain,
     )

@@ -353,6 +353,7 @@ def render_report(res: SearchResult, summary: dict) -> str:
             f"| {r.number}{tag} | {scores} | {_fmt(r.latency_ms)} | {_fmt(r.measured_latency_ms)} | "
             f"{_fmt(r.memory_mb, 2)} | {r.params:,} | `{r.arch_id}` |"
         )
+    lines += retrain_section(res.out)
     lines += _finetune_section(res.out)
     failed = [r for r in res.records if r.state == "FAIL" and r.error]
     if failed:
@@ -389,6 +390,52 @@ def _finetune_section(out: Path) -> list[str]:
             f"{_pct(w['from_scratch']['accuracy_mean'])} | {_fmt(w['latency_ms'])} | `{w['arch_id']}` |"
         )
     return lines
+
+
+def retrain_section(out: Path) -> list[str]:
+    """The report's table of ``nasctl retrain`` (``retrain.json``), if the run has one."""
+    from nasctl.search.retrain import RETRAIN_FILE
+
+    path = out / RETRAIN_FILE
+    if not path.is_file():
+        return []
+    rt = json.loads(path.read_text())
+    b = rt["budget"]
+    lines = [
+        "",
+        "## Retrained under one budget",
+        "",
+        f"The baseline and the best-scored Pareto archs retrained stand-alone under one identical budget "
+        f"({b['loss']} loss, {b['epochs']} epochs at batch {b['batch_size']}, no time cap), seeds "
+        f"{', '.join(map(str, b['seeds']))}; accuracy mean ± std over the seeds.",
+        "",
+        "| trial | search score | val acc | test acc | est. latency ms | measured ms | memory MB | params | arch id |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rt["rows"]:
+        tag = " (baseline)" if r["baseline"] else ""
+        lines.append(
+            f"| {r['trial']}{tag} | {_fmt(r['search_score'], 4)} | {_pm(r['accuracy_mean'], r['accuracy_std'])} | "
+            f"{_pm(r['test_accuracy_mean'], r['test_accuracy_std'])} | {_fmt(r['latency_ms'])} | "
+            f"{_fmt(r['measured_latency_ms'])} | {_fmt(r['memory_mb'], 2)} | {r['params']:,} | `{r['arch_id']}` |"
+        )
+    f = rt.get("best_within_1_point")
+    lines.append("")
+    if f:
+        lines.append(
+            f"Best within 1 point of the baseline, fairly compared: trial {f['trial']}, "
+            f"{f['latency_change_pct']:+.1f}% {f['latency_key'].replace('_', ' ')}, "
+            f"{f['accuracy_change_points']:+.1f} points val accuracy "
+            f"({_pm(f['accuracy_mean'], f['accuracy_std'])} vs "
+            f"{_pm(f['baseline_accuracy_mean'], f['baseline_accuracy_std'])})."
+        )
+    else:
+        lines.append("No retrained arch is within 1 point of the baseline's mean val accuracy.")
+    return lines
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{100 * mean:.1f}% ± {100 * std:.1f}"
 
 
 def _pct(v) -> str:

@@ -6,6 +6,9 @@ with no time cap, from a seeded initialisation or from given weights, and return
 run's accuracies. ``finetune_winners`` is ``search --finetune K`` for a singleshot run:
 its K best-scored Pareto archs retrained from the weights they inherit and from scratch,
 beside their inherited accuracy, written to ``finetune.json`` (the report shows it).
+``retrain_run`` is ``nasctl retrain RUN_DIR``: the baseline and the K best-scored Pareto
+archs of any run retrained under one identical budget over several seeds, and the fairly
+compared "best within 1 point of the baseline" (``retrain.json``, the report shows it).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
     from nasctl.search.config import SearchConfig
 
 FINETUNE_FILE = "finetune.json"
+RETRAIN_FILE = "retrain.json"
+RETRAIN_CACHE = "retrain.jsonl"  # one line per finished (arch, seed, budget) run: a killed retrain resumes
 
 
 def retrain(
@@ -51,6 +56,11 @@ def retrain(
                 "seconds": time.perf_counter() - t,
             }
         )
+    return summarize(runs)
+
+
+def summarize(runs: list[dict]) -> dict[str, Any]:
+    """Mean and std (over seeds, ddof 1) of the runs' val and test accuracy, and the runs."""
     acc = np.array([r["accuracy"] for r in runs])
     test = np.array([r["test_accuracy"] for r in runs])
     return {
@@ -123,3 +133,113 @@ def finetune_if_asked(cfg: SearchConfig, progress=None) -> dict[str, Any] | None
         if [w["trial"] for w in old.get("winners", [])] == [r.number for r in top]:
             return old
     return finetune_winners(cfg, res, progress)
+
+
+def retrain_run(
+    cfg: SearchConfig,
+    top: int = 3,
+    epochs: int | None = None,
+    seeds: int = 3,
+    measure: bool = True,
+    progress=None,
+) -> dict[str, Any]:
+    """Retrain the run's baseline and its ``top`` best-scored Pareto archs under one budget:
+    the search's loss and batch size, ``epochs`` (default: the search's) and no time cap,
+    seeds 0..``seeds``-1, on the search's data split. Report accuracy mean +- std, the
+    estimated (and, with ``measure``, measured) latency, memory and params, and the
+    fastest arch whose mean val accuracy is within 1 point of the baseline's. Runs are
+    cached in ``retrain.jsonl``; the result is ``retrain.json`` and a report section."""
+    from nasctl.arch import Arch
+    from nasctl.contrastive import load_data
+    from nasctl.errors import NasctlError
+    from nasctl.latency.api import load_estimator
+    from nasctl.search.results import collect, measure_latencies
+    from nasctl.zeroshot.evaluate import append_jsonl, read_jsonl
+
+    if top < 1 or seeds < 1 or (epochs is not None and epochs < 1):
+        raise NasctlError("--top, --seeds and --epochs must be >= 1")
+    res = collect(cfg)
+    if res.baseline is None or res.baseline.arch is None:
+        raise NasctlError(f"{cfg.out}: the run has no completed baseline trial to compare against")
+    winners = [r for r in sorted(res.pareto, key=lambda r: -(r.score(res.objective) or 0)) if not r.baseline]
+    picks = [res.baseline, *winners[:top]]
+    budget = replace(cfg.budget.pretrain, epochs=epochs or cfg.budget.pretrain.epochs, time_budget_s=None, steps=None)
+    key = {
+        "data": cfg.data,
+        "split_seed": cfg.seed,
+        "loss": budget.loss,
+        "epochs": budget.epochs,
+        "batch_size": budget.batch_size,
+    }
+    cache_path = Path(cfg.out) / RETRAIN_CACHE
+    cache = {(r["arch_id"], r["seed"]): r for r in read_jsonl(cache_path) if r.get("budget") == key}
+    data: dict[tuple[int, int], Any] = {}
+    rows = []
+    for r in picks:
+        arch = Arch.from_string(r.arch)
+        shape = (arch.resolution, arch.in_channels)
+        runs = []
+        for seed in range(seeds):
+            if (arch.id, seed) not in cache:
+                if shape not in data:
+                    data[shape] = load_data(cfg.data, arch.resolution, arch.in_channels, seed=cfg.seed)
+                if progress:
+                    progress({"event": "retrain", "trial": r.number, "seed": seed, "arch": r.arch})
+                run = retrain(arch, data[shape], budget, (seed,))["runs"][0]
+                rec = {"arch_id": arch.id, "budget": key, **run}
+                append_jsonl(cache_path, rec)
+                cache[(arch.id, seed)] = rec
+            runs.append({k: cache[(arch.id, seed)][k] for k in ("seed", "accuracy", "test_accuracy", "seconds")})
+        rows.append(
+            {
+                "trial": r.number,
+                "baseline": r.baseline,
+                "arch": r.arch,
+                "arch_id": r.arch_id,
+                "search_score": r.score(res.objective),
+                "latency_ms": r.latency_ms,
+                "memory_mb": r.memory_mb,
+                "params": r.params,
+                "measured_latency_ms": None,
+                **summarize(runs),
+            }
+        )
+    if measure and not load_estimator(cfg.estimator).device.get("simulated"):
+        measured = measure_latencies({f"t{row['trial']}": Arch.from_string(row["arch"]) for row in rows})
+        for row in rows:
+            row["measured_latency_ms"] = measured[f"t{row['trial']}"]
+    out = {
+        "budget": {**key, "seeds": list(range(seeds)), "time_budget_s": None},
+        "objective": res.objective,
+        "rows": rows,
+        "best_within_1_point": fair_best(rows),
+    }
+    (Path(cfg.out) / RETRAIN_FILE).write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def fair_best(rows: list[dict], max_drop_points: float = 1.0) -> dict[str, Any] | None:
+    """The fastest retrained arch whose mean val accuracy is within ``max_drop_points`` of
+    the baseline's (measured latency where every one was measured, else estimated)."""
+    base = next(r for r in rows if r["baseline"])
+    ok = [
+        r for r in rows if not r["baseline"] and 100 * (base["accuracy_mean"] - r["accuracy_mean"]) <= max_drop_points
+    ]
+    if not ok:
+        return None
+    measured = all(r["measured_latency_ms"] is not None for r in [base, *ok])
+    lat = "measured_latency_ms" if measured else "latency_ms"
+    best = min(ok, key=lambda r: r[lat])
+    return {
+        "trial": best["trial"],
+        "arch_id": best["arch_id"],
+        "latency_key": lat,
+        "latency_ms": best[lat],
+        "baseline_latency_ms": base[lat],
+        "latency_change_pct": 100 * (best[lat] / base[lat] - 1),
+        "accuracy_mean": best["accuracy_mean"],
+        "accuracy_std": best["accuracy_std"],
+        "baseline_accuracy_mean": base["accuracy_mean"],
+        "baseline_accuracy_std": base["accuracy_std"],
+        "accuracy_change_points": 100 * (best["accuracy_mean"] - base["accuracy_mean"]),
+    }
