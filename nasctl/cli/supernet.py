@@ -130,7 +130,7 @@ def show(
     """What a supernet checkpoint holds: its space, config and training progress."""
     from nasctl.singleshot.train import read_checkpoint
 
-    meta, _ = read_checkpoint(checkpoint)
+    meta, _ = read_checkpoint(checkpoint, tensors=False)
     _render(meta, checkpoint, as_json)
 
 

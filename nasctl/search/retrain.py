@@ -72,25 +72,21 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
     }
 
 
-def winners_to_finetune(cfg: SearchConfig, res) -> list:
-    """The ``cfg.finetune`` best-scored Pareto archs."""
-    return sorted((r for r in res.pareto if r.trained), key=lambda r: -r.score(res.objective))[: cfg.finetune]
+def best_scored(res, k: int, baseline: bool = True) -> list:
+    """The ``k`` best-scored trained Pareto archs of a run (the baseline among them only
+    with ``baseline``), best first."""
+    ranked = sorted((r for r in res.pareto if r.trained), key=lambda r: -r.score(res.objective))
+    return [r for r in ranked if baseline or not r.baseline][:k]
 
 
-def finetune_winners(cfg: SearchConfig, res, progress=None) -> dict[str, Any]:
-    """Retrain the ``cfg.finetune`` best-scored Pareto archs of a singleshot run from their
-    inherited weights and from scratch (``cfg.budget.pretrain``'s epochs, loss and batch,
-    no time cap; seed ``cfg.seed``); write and return ``finetune.json``."""
+def finetune_winners(cfg: SearchConfig, top: list, progress=None) -> dict[str, Any]:
+    """Retrain ``top`` (trial records of a singleshot run) from their inherited weights and
+    from scratch (``cfg.budget.pretrain``'s epochs, loss and batch, no time cap; seed
+    ``cfg.seed``), on the split the supernet trained on; write and return ``finetune.json``."""
     from nasctl.arch import Arch
-    from nasctl.contrastive import load_data
-    from nasctl.search.scorers.supernet import InheritedAccuracy
+    from nasctl.search.scorers.supernet import shared_scorer
 
-    scorer = InheritedAccuracy.from_config(cfg)
-    net, _ = scorer.load()
-    from nasctl.singleshot.train import SPLIT_SEED
-
-    data = load_data(cfg.data, net.resolution, net.space.spec.input.channels, seed=SPLIT_SEED)
-    top = winners_to_finetune(cfg, res)
+    net, data = shared_scorer(cfg).load()
     budget = cfg.budget.pretrain
     rows = []
     for r in top:
@@ -125,14 +121,13 @@ def finetune_if_asked(cfg: SearchConfig, progress=None) -> dict[str, Any] | None
 
     if not cfg.finetune:
         return None
-    res = collect(cfg)
-    top = winners_to_finetune(cfg, res)
+    top = best_scored(collect(cfg), cfg.finetune)
     path = Path(cfg.out) / FINETUNE_FILE
     if path.is_file():
         old = json.loads(path.read_text())
         if [w["trial"] for w in old.get("winners", [])] == [r.number for r in top]:
             return old
-    return finetune_winners(cfg, res, progress)
+    return finetune_winners(cfg, top, progress)
 
 
 def retrain_run(
@@ -161,8 +156,7 @@ def retrain_run(
     res = collect(cfg)
     if res.baseline is None or res.baseline.arch is None:
         raise NasctlError(f"{cfg.out}: the run has no completed baseline trial to compare against")
-    winners = [r for r in sorted(res.pareto, key=lambda r: -(r.score(res.objective) or 0)) if not r.baseline]
-    picks = [res.baseline, *winners[:top]]
+    picks = [res.baseline, *best_scored(res, top, baseline=False)]
     budget = replace(cfg.budget.pretrain, epochs=epochs or cfg.budget.pretrain.epochs, time_budget_s=None, steps=None)
     key = {
         "data": cfg.data,

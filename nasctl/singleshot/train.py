@@ -171,20 +171,24 @@ def save_checkpoint(path: Path, net: Supernet, opt: torch.optim.Optimizer, meta:
     return path
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(meta, arrays) of a checkpoint; a missing, unreadable or foreign file is a one-line error."""
+def read_checkpoint(path: str | Path, tensors: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(meta, arrays) of a checkpoint; a missing, unreadable or foreign file is a one-line
+    error. ``tensors=False`` reads the JSON record alone (the arrays come back empty)."""
     path = Path(path)
     if not path.is_file():
         raise NasctlError(f"{path}: no such supernet checkpoint")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            if META_KEY not in f.files:
+                raise NasctlError(f"{path}: not a nasctl supernet checkpoint (no {META_KEY} record)")
+            record = f[META_KEY]
+            arrays = {k: f[k] for k in f.files if k != META_KEY} if tensors else {}
+    except NasctlError:
+        raise
     except Exception as exc:
         raise NasctlError(f"{path}: not a readable supernet checkpoint ({str(exc).splitlines()[0]})") from None
-    if META_KEY not in arrays:
-        raise NasctlError(f"{path}: not a nasctl supernet checkpoint (no {META_KEY} record)")
     try:
-        meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
+        meta = json.loads(record.tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise NasctlError(f"{path}: its supernet record is not valid JSON") from None
     if meta.get("schema") != CHECKPOINT_SCHEMA:

@@ -87,7 +87,7 @@ class InheritedAccuracy:
         from nasctl.nn.export import export_onnx
         from nasctl.singleshot.evaluate import BN_IMAGES
 
-        net, data = _shared_scorer(cfg).load()
+        net, data = shared_scorer(cfg).load()
         model = net.subnet(arch, "embedding")
         recalibrate_bn(model, data.x[torch.from_numpy(data.train[:BN_IMAGES])])
         model = model.cpu().eval()
@@ -101,7 +101,7 @@ class InheritedAccuracy:
 _SCORERS: dict[str, InheritedAccuracy] = {}
 
 
-def _shared_scorer(cfg: SearchConfig) -> InheritedAccuracy:
+def shared_scorer(cfg: SearchConfig) -> InheritedAccuracy:
     """One loaded scorer per checkpoint in this process (exporting several winners loads
     the supernet once)."""
     key = str(supernet_path(cfg).resolve())

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 from nasctl.errors import NasctlError
 from nasctl.search.base import register_strategy
 from nasctl.search.scorers.trained import TrainedAccuracy
+from nasctl.search.strategies.samplers import check_sampler, make_sampler
 
 if TYPE_CHECKING:
     from nasctl.search.config import SearchConfig
     from nasctl.space import SearchSpace
 
-SAMPLERS = ("nsga2", "random")
 DEFAULT_POPULATION = 8
 
 
@@ -26,10 +26,7 @@ class Multishot:
     default_trials = 20
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
-        if cfg.sampler not in SAMPLERS:
-            raise NasctlError(f"unknown sampler {cfg.sampler!r} (expected nsga2 or random)")
-        if cfg.sampler == "random" and cfg.population_size is not None:
-            raise NasctlError("--population sets the NSGA-II population; the random sampler has none")
+        check_sampler(cfg)
         if cfg.population_size is not None and cfg.population_size < 2:
             raise NasctlError(f"--population must be >= 2 (got {cfg.population_size})")
         if cfg.proxy is not None:
@@ -39,11 +36,7 @@ class Multishot:
         TrainedAccuracy.from_config(cfg).check(space)
 
     def sampler(self, cfg: SearchConfig, seed: int):
-        import optuna
-
-        if cfg.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.NSGAIISampler(population_size=cfg.population_size or DEFAULT_POPULATION, seed=seed)
+        return make_sampler(cfg, seed, DEFAULT_POPULATION)
 
     def scorer(self, cfg: SearchConfig, space: SearchSpace) -> TrainedAccuracy:
         return TrainedAccuracy.from_config(cfg)

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from nasctl.errors import NasctlError
 from nasctl.search.base import register_strategy
 from nasctl.search.scorers.supernet import InheritedAccuracy, supernet_path
+from nasctl.search.strategies.samplers import check_sampler, make_sampler
 
 if TYPE_CHECKING:
     from nasctl.search.config import SearchConfig
     from nasctl.space import SearchSpace
 
-SAMPLERS = ("nsga2", "random")
 DEFAULT_POPULATION = 24
 
 
@@ -40,17 +40,14 @@ class Singleshot:
     default_trials = 200
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
-        if cfg.sampler not in SAMPLERS:
-            raise NasctlError(f"unknown sampler {cfg.sampler!r} (expected nsga2 or random)")
-        if cfg.sampler == "random" and cfg.population_size is not None:
-            raise NasctlError("--population sets the NSGA-II population; the random sampler has none")
+        check_sampler(cfg)
         if cfg.proxy is not None:
             raise NasctlError("--proxy picks the zeroshot strategy's score; singleshot scores by inherited weights")
         if cfg.supernet:
             from nasctl.singleshot.train import read_checkpoint
             from nasctl.space import SearchSpace
 
-            meta, _ = read_checkpoint(cfg.supernet)
+            meta, _ = read_checkpoint(cfg.supernet, tensors=False)
             held = SearchSpace.loads(meta["space_yaml"], source=cfg.supernet)
             if held != space:
                 raise NasctlError(
@@ -74,7 +71,7 @@ class Singleshot:
         if cfg.supernet:
             from nasctl.singleshot.train import read_checkpoint
 
-            resolution = read_checkpoint(cfg.supernet)[0]["config"]["resolution"]
+            resolution = read_checkpoint(cfg.supernet, tensors=False)[0]["config"]["resolution"]
         else:
             resolution = max(space.spec.input.resolution)
         return space.with_resolution(resolution)
@@ -86,7 +83,7 @@ class Singleshot:
         from nasctl.singleshot.train import read_checkpoint, train_supernet
 
         path = supernet_path(cfg)
-        if path.exists() and read_checkpoint(path)[0].get("finished"):
+        if path.exists() and read_checkpoint(path, tensors=False)[0].get("finished"):
             return
 
         def show(p: dict) -> None:
@@ -96,11 +93,7 @@ class Singleshot:
         train_supernet(space, supernet_config(cfg), path, progress=show)
 
     def sampler(self, cfg: SearchConfig, seed: int):
-        import optuna
-
-        if cfg.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.NSGAIISampler(population_size=cfg.population_size or DEFAULT_POPULATION, seed=seed)
+        return make_sampler(cfg, seed, DEFAULT_POPULATION)
 
     def scorer(self, cfg: SearchConfig, space: SearchSpace) -> InheritedAccuracy:
         return InheritedAccuracy.from_config(cfg)
