@@ -248,7 +248,7 @@ def test_singleshot_search_end_to_end(space_file, tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     r = run.invoke(app, [*args[:5], str(bad), "--out", str(tmp_path / "b")])
-    assert r.exit_code == 2 and "not a readable supernet checkpoint" in r.output
+    assert r.exit_code == 2 and "not a readable supernet checkpoint (not an .npz archive)" in r.output
 
 
 def test_a_singleshot_search_trains_its_own_supernet_through_the_api(space, tmp_path):

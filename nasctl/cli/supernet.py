@@ -75,7 +75,9 @@ def train(
 
     from nasctl.api import train_supernet
     from nasctl.singleshot.train import world
+    from nasctl.space import SearchSpace
 
+    space = SearchSpace.load(space_file)  # a bad space fails before the progress bar starts
     quiet = as_json or world()[0] != 0
     with Progress(
         TextColumn("supernet"),
@@ -99,7 +101,7 @@ def train(
             )
 
         meta = train_supernet(
-            space_file,
+            space,
             out,
             progress=progress,
             data=data,

@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -177,6 +178,8 @@ def read_checkpoint(path: str | Path, tensors: bool = True) -> tuple[dict[str, A
     path = Path(path)
     if not path.is_file():
         raise NasctlError(f"{path}: no such supernet checkpoint")
+    if not zipfile.is_zipfile(path):  # numpy would call any other file "pickled data"
+        raise NasctlError(f"{path}: not a readable supernet checkpoint (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as f:
             if META_KEY not in f.files:
