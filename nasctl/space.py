@@ -105,6 +105,12 @@ class StageSpec(_Strict):
     name: str | None = None
     depth: list[PositiveInt] = Field(min_length=1, description="number-of-blocks choices")
     channels: list[PositiveInt] = Field(min_length=1, description="base channel choices")
+    widths: list[PositiveInt] | None = Field(
+        None,
+        min_length=1,
+        description="explicit channel counts the stage may take (a curated space): base x depth "
+        "multiplier rounds up to the next listed width instead of to a multiple of P",
+    )
     stride: Literal[1, 2] = 1
     kind: list[BlockKind] = Field(default_factory=lambda: ["ibn"], min_length=1)
     kernel: list[PositiveInt] = Field(default_factory=lambda: [3], min_length=1)
@@ -112,7 +118,7 @@ class StageSpec(_Strict):
     baseline: StageBaseline = Field(default_factory=StageBaseline)
 
     _list = field_validator("depth", "channels", "kind", "kernel", "expansion", mode="before")(_as_list)
-    _uniq = field_validator("depth", "channels", "kind", "kernel", "expansion")(_unique)
+    _uniq = field_validator("depth", "channels", "kind", "kernel", "expansion", "widths")(_unique)
     _oddk = field_validator("kernel")(_odd)
 
     @model_validator(mode="after")
@@ -274,10 +280,21 @@ class SearchSpace:
 
     # ---- channels --------------------------------------------------------------------
     def channels(self, base: int, multiplier: float = 1.0) -> int:
+        """The space's channel rule for the stem and head (stages: ``stage_channels``)."""
         value = base * multiplier
         if self.spec.align_channels:
             return align_channels(value, self.spec.parallelism)
         return max(1, int(round(value)))
+
+    def stage_channels(self, stage: int, base: int, multiplier: float = 1.0) -> int:
+        """Channels of stage ``stage`` (0-based): with the stage's explicit ``widths`` (a
+        curated space), ``base * multiplier`` rounded up to the next listed width (the
+        largest when above them all); without, the space's rule (``channels``)."""
+        widths = self.spec.stages[stage].widths
+        if not widths:
+            return self.channels(base, multiplier)
+        value = max(1, int(round(base * multiplier)))
+        return next((w for w in sorted(widths) if w >= value), max(widths))
 
     # ---- flat encoding ---------------------------------------------------------------
     def _build_parameters(self) -> dict[str, list[ParamValue]]:
@@ -381,7 +398,7 @@ class SearchSpace:
                 blocks = arch.blocks[start : start + depth]
                 if len(blocks) < depth or any(b.out_channels != blocks[0].out_channels for b in blocks):
                     continue
-                base = next((c for c in st.channels if self.channels(c, mult) == blocks[0].out_channels), None)
+                base = next((c for c in st.channels if self.stage_channels(i, c, mult) == blocks[0].out_channels), None)
                 ok = base is not None and all(
                     b.kind in st.kind
                     and b.kernel in st.kernel
@@ -422,7 +439,7 @@ class SearchSpace:
         prev = stem_c
         for i, st in enumerate(s.stages, 1):
             depth = self._value(params, f"s{i}.depth")
-            out_c = self.channels(self._value(params, f"s{i}.channels"), mult)
+            out_c = self.stage_channels(i - 1, self._value(params, f"s{i}.channels"), mult)
             for j in range(1, depth + 1):
                 blocks.append(
                     Block.model_construct(
@@ -534,7 +551,10 @@ class SearchSpace:
                     "name": st.name or f"s{i}",
                     "depth": list(st.depth),
                     "channels": list(st.channels),
-                    "resolved_channels": sorted({self.channels(c, m) for c in st.channels for m in s.depth_multiplier}),
+                    "resolved_channels": sorted(
+                        {self.stage_channels(i - 1, c, m) for c in st.channels for m in s.depth_multiplier}
+                    ),
+                    **({"widths": sorted(st.widths)} if st.widths else {}),
                     "stride": st.stride,
                     "kind": list(st.kind),
                     "kernel": list(st.kernel),

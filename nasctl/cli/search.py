@@ -28,7 +28,8 @@ def search(
         typer.Option(
             help="A registered strategy; multishot: NSGA-II, each candidate trained briefly; "
             "singleshot: one weight-sharing supernet trained once, its subnets scored by inherited weights; "
-            "zeroshot: NSGA-II over a training-free score (--proxy), thousands of trials."
+            "zeroshot: NSGA-II over a training-free score (--proxy), thousands of trials; "
+            "hybrid: --screen N candidates scored zero-shot, the best of them trained as multishot trials."
         ),
     ] = "multishot",
     out: Annotated[Path, typer.Option(help="Run folder (study, trials.csv, pareto.*, winners/, report.md).")] = Path(
@@ -124,6 +125,14 @@ def search(
             "(--epochs, 3 seeds, no time cap): what `nasctl retrain` does.",
         ),
     ] = 0,
+    screen: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="hybrid: candidates screened zero-shot (--proxy) before the best are trained (default 500).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print pareto.json instead of tables.")] = False,
 ) -> None:
     """Search a space for archs that trade accuracy against latency (and memory) on a target.
@@ -140,6 +149,7 @@ def search(
     * `nasctl search SPACE.yaml --storage postgresql://user:pw@host/db --workers 2` (run on several machines)
     * `nasctl search SPACE.yaml --strategy zeroshot --trials 2000 --proxy vote:naswot,synflow,zico`
     * `nasctl search SPACE.yaml --strategy singleshot --supernet supernet.npz --trials 200 --finetune 2`
+    * `nasctl search SPACE.yaml --strategy hybrid --screen 1000 --trials 12` (zero-shot screening, then training)
     """
     from nasctl.search import make_config, prepare, run_search, write_outputs
 
@@ -173,6 +183,7 @@ def search(
         supernet_epochs=supernet_epochs,
         finetune=finetune,
         retrain=retrain,
+        screen=screen,
     )
     prepare(cfg)  # every bad input fails here, before the live view starts
     if not as_json:  # stdout then holds JSON only
@@ -245,6 +256,8 @@ class _SearchView:
                 f"training the supernet: step {event['step']}/{event['total_steps']}, loss {event['loss']:.3f}, "
                 f"{event['elapsed_s']:.0f} s"
             )
+        elif kind == "screen":
+            self.status = f"screening zero-shot: {event['done'] + 1}/{event['total']} {event['arch'][:50]}..."
         elif kind == "reference":
             self.status = f"scoring the reference sample: {event['done']}/{event['total']}"
         elif kind == "tick":

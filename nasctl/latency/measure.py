@@ -259,20 +259,46 @@ def _spaces(space_files: list[Path] | None):
 # ``nasctl.zoo``, so that kernels appear in the proportions and contexts real networks
 # have them (channel shuffles, fire modules, grouped bottlenecks, SE, inception branches).
 STREAM_SHARES = {"space": 0.35, "random": 0.35, "zoo": 0.30}
+# On the simulator, half the networks are space samples with every stage's width redrawn
+# at any integer from 0.5x to 2x its own ("widths"): a simulated chip's latency steps
+# every P channels, and a fit can only place those steps where rows have counts on both
+# sides of every multiple of P (the zoo and random nets keep to multiples of 8). These
+# need no ONNX export on the simulator, so they are also the cheapest rows.
+SIM_STREAM_SHARES = {"space": 0.08, "widths": 0.88, "random": 0.02, "zoo": 0.02}
+
+
+def jittered_widths(arch, rng: np.random.Generator):
+    """``arch`` with each run of equal-width blocks (a stage) set to a random integer width
+    in [0.5, 2] x its own (the next block's input follows)."""
+    from nasctl.curate import with_stage
+
+    start = 0
+    blocks = arch.blocks
+    while start < len(blocks):
+        stop = start + 1
+        while stop < len(blocks) and blocks[stop].out_channels == blocks[start].out_channels:
+            stop += 1
+        c = blocks[start].out_channels
+        arch = with_stage(arch, slice(start, stop), int(rng.integers(max(1, c // 2), 2 * c + 1)))
+        blocks = arch.blocks
+        start = stop
+    return arch
 
 
 def network_stream(
-    rng: np.random.Generator, spaces, mode: str, shares: dict[str, float] | None = None
+    rng: np.random.Generator, spaces, mode: str, shares: dict[str, float] | None = None, build: bool = True
 ) -> Iterator[tuple]:
     """Yield (name, torch module, input shape, kernels-or-None) forever. Zoo variants are
-    named ``zoo:FAMILY:MODEL:wWIDTH:rRES`` (``randnet.family_from_network_name``)."""
+    named ``zoo:FAMILY:MODEL:wWIDTH:rRES`` (``randnet.family_from_network_name``). With
+    ``build=False`` space samples come without a module (None): the simulator reads their
+    kernels alone."""
     from nasctl.latency.randnet import random_cnn, single_kernel_net, zoo_variant
     from nasctl.nn.builder import build_model
     from nasctl.nn.export import randomize_batchnorm
 
     shares = dict(shares or STREAM_SHARES)
     if not spaces:
-        shares["space"] = 0.0
+        shares.update({k: 0.0 for k in ("space", "widths") if k in shares})
     kinds = list(shares)
     p = np.array([shares[k] for k in kinds], dtype=float)
     p /= p.sum()
@@ -284,15 +310,17 @@ def network_stream(
             yield f"k{i}", randomize_batchnorm(net, i), shape, None
             continue
         kind = kinds[int(rng.choice(len(kinds), p=p))]
-        if kind == "space":
+        if kind in ("space", "widths"):
             space = spaces[int(rng.integers(len(spaces)))]
             arch = space.sample(rng)
             if rng.random() < 0.3:  # other resolutions than the space's own
                 arch = arch.model_copy(update={"resolution": int(rng.choice([32, 64, 96, 128, 160, 192, 224]))})
+            if kind == "widths":
+                arch = jittered_widths(arch, rng)
             head = "classifier" if arch.num_classes else "embedding"
             yield (
                 arch.id,
-                randomize_batchnorm(build_model(arch, head, seed=i), i),
+                randomize_batchnorm(build_model(arch, head, seed=i), i) if build else None,
                 (1, arch.in_channels, arch.resolution, arch.resolution),
                 kernels_from_arch(arch, head),
             )
@@ -523,7 +551,8 @@ def measure(
     with out_csv.open("w", newline="") as fh, tempfile.TemporaryDirectory() as tmp:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for name, net, shape, kernels in network_stream(rng, spaces, mode):
+        stream = network_stream(rng, spaces, mode, SIM_STREAM_SHARES if sim else None, build=sim is None)
+        for name, net, shape, kernels in stream:
             elapsed = time.perf_counter() - start
             tried = n_net + n_failed
             if elapsed >= time_budget or (max_networks is not None and tried >= max_networks):

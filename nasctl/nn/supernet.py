@@ -223,8 +223,8 @@ class Supernet(nn.Module):
         self.stem = DynamicConvBN(s.input.channels, stem_max, s.stem.kernel, s.stem.stride, act=act)
         self.positions = nn.ModuleList()
         prev = stem_max
-        for st in s.stages:
-            out_max = max(space.channels(c, m) for c in st.channels for m in mults)
+        for i, st in enumerate(s.stages):
+            out_max = max(space.stage_channels(i, c, m) for c in st.channels for m in mults)
             stage = nn.ModuleList()
             for j in range(max(st.depth)):
                 cin = prev if j == 0 else out_max

@@ -80,7 +80,9 @@ class Strategy(Protocol):
     # trials cheaper than a storage round trip (absent: every trial goes straight to it).
     # Optional methods: ``search_space(cfg, space) -> SearchSpace``, the space it searches
     # (absent: the space file's); ``setup(cfg, space, progress)``, work done once before
-    # the first trial (singleshot trains its supernet there).
+    # the first trial (singleshot trains its supernet there; hybrid screens zero-shot and
+    # enqueues the best); ``report_section(result) -> list[str]``, the strategy's own
+    # lines of report.md (hybrid: its screen).
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
         """Check the strategy's own options and inputs (raise NasctlError), before any work."""

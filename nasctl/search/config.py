@@ -27,6 +27,7 @@ STUDY_KEYS = (
     "proxy_batch",
     "supernet",
     "supernet_epochs",
+    "screen",
 )
 
 
@@ -55,6 +56,7 @@ class SearchConfig:
     supernet_epochs: int = 40  # singleshot: epochs of the run's own supernet
     finetune: int = 0  # singleshot: retrain the top K stand-alone after the search
     retrain: int = 0  # retrain the baseline and the top K under one budget over 3 seeds after the search
+    screen: int | None = None  # hybrid: candidates screened zero-shot (None: the strategy's default)
 
     @property
     def storage_url(self) -> str:
@@ -97,6 +99,7 @@ class SearchConfig:
             "supernet_epochs": self.supernet_epochs,
             "finetune": self.finetune,
             "retrain": self.retrain,
+            "screen": self.screen,
         }
 
     @classmethod
@@ -129,6 +132,7 @@ class SearchConfig:
             supernet_epochs=d.get("supernet_epochs", 40),
             finetune=d.get("finetune", 0),
             retrain=d.get("retrain", 0),
+            screen=d.get("screen"),
         )
 
     def save(self) -> Path:
@@ -150,7 +154,13 @@ class SearchConfig:
         new = json.loads(json.dumps(self.to_dict()))  # tuples -> lists, as saved
         for d in (old, new):  # a study may be resumed, or shared, on another device
             d.get("budget", {}).pop("device", None)
-        for key in ("proxy", "proxy_batch", "supernet", "supernet_epochs"):  # older run folders had the defaults
+        for key in (
+            "proxy",
+            "proxy_batch",
+            "supernet",
+            "supernet_epochs",
+            "screen",
+        ):  # older run folders had the defaults
             old.setdefault(key, getattr(SearchConfig, key))
         diff = [k for k in STUDY_KEYS if old.get(k) != new.get(k)]
         if diff and old.get("study_name") == self.name and old.get("storage") == self.storage_url:
@@ -204,6 +214,7 @@ def make_config(
     supernet_epochs: int = 40,
     finetune: int = 0,
     retrain: int = 0,
+    screen: int | None = None,
 ) -> SearchConfig:
     """A ``SearchConfig`` from the options ``nasctl search`` takes (same names, same defaults).
 
@@ -252,4 +263,5 @@ def make_config(
         supernet_epochs=supernet_epochs,
         finetune=finetune,
         retrain=retrain,
+        screen=screen,
     )

@@ -353,6 +353,9 @@ def render_report(res: SearchResult, summary: dict) -> str:
             f"| {r.number}{tag} | {scores} | {_fmt(r.latency_ms)} | {_fmt(r.measured_latency_ms)} | "
             f"{_fmt(r.memory_mb, 2)} | {r.params:,} | `{r.arch_id}` |"
         )
+    section = getattr(get_strategy(cfg.strategy), "report_section", None)
+    if section is not None:  # the strategy's own part of the report (hybrid: its screen)
+        lines += section(res)
     lines += retrain_section(res.out)
     lines += _finetune_section(res.out)
     failed = [r for r in res.records if r.state == "FAIL" and r.error]

@@ -27,6 +27,8 @@ class Multishot:
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
         check_sampler(cfg)
+        if cfg.screen is not None:
+            raise NasctlError("--screen belongs to --strategy hybrid")
         if cfg.population_size is not None and cfg.population_size < 2:
             raise NasctlError(f"--population must be >= 2 (got {cfg.population_size})")
         if cfg.proxy is not None:

@@ -41,6 +41,8 @@ class Singleshot:
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
         check_sampler(cfg)
+        if cfg.screen is not None:
+            raise NasctlError("--screen belongs to --strategy hybrid")
         if cfg.proxy is not None:
             raise NasctlError("--proxy picks the zeroshot strategy's score; singleshot scores by inherited weights")
         if cfg.supernet:

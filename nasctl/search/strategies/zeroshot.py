@@ -31,6 +31,8 @@ class Zeroshot:
 
     def validate(self, cfg: SearchConfig, space: SearchSpace) -> None:
         check_sampler(cfg)
+        if cfg.screen is not None:
+            raise NasctlError("--screen belongs to --strategy hybrid")
         if cfg.supernet or cfg.finetune:
             raise NasctlError("--supernet and --finetune belong to --strategy singleshot")
         ProxyScore.from_config(cfg, space).check(space)
