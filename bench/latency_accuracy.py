@@ -164,7 +164,9 @@ def main() -> None:
                 f"cpu zoo MAPE {cpu['zoo_overall']['mape']:.1f}% "
                 f"(noise floor {cpu['zoo_overall']['noise_floor']['mape']:.1f}%)"
             )
-    save("latency_accuracy", results, config=vars(args))
+    # --skip-cpu reruns the simulator half alone (after a refit of the sim estimators):
+    # its own file, so the cpu half of latency_accuracy.json stays whole
+    save("latency_accuracy_sim" if args.skip_cpu else "latency_accuracy", results, config=vars(args))
 
 
 if __name__ == "__main__":

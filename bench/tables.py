@@ -535,6 +535,7 @@ def supernet_rank(d: dict) -> str:
 
 TABLES = {
     "latency_accuracy": latency_accuracy,
+    "latency_accuracy_sim": latency_accuracy,
     "latency_unseen": latency_unseen,
     "measure_modes": measure_modes,
     "latency_speed": latency_speed,
