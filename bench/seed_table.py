@@ -26,7 +26,10 @@ Resumable: the searches are studies in ``bench/cache/seed_table/`` (re-run = res
 every retraining is cached there (``retrain.jsonl``, shared by all rows: the baseline is
 trained once per seed).
 
-    python bench/seed_table.py [--trials 24] [--epochs 3] [--seeds 5] [--candidates 4]
+    python bench/seed_table.py [--trials 16] [--epochs 3] [--seeds 5] [--candidates 4]
+
+The JSON is written after every row (``complete`` false until the last): a long run
+that is stopped leaves what it finished, and a re-run resumes from the caches.
 """
 
 from __future__ import annotations
@@ -155,7 +158,7 @@ def run_search(space, target: str, variant: str, args) -> tuple[list, float]:
     yaml_path = folder / "space.yaml"
     yaml_path.write_text(SearchSpace.from_dict(variant_space(space, VARIANTS[variant])).to_yaml())
     clock = folder / "seconds.json"
-    spent = json.loads(clock.read_text())["seconds"] if clock.is_file() else 0.0
+    state = json.loads(clock.read_text()) if clock.is_file() else {"seconds": 0.0, "done": False}
     t = time.perf_counter()
     res = search(
         str(yaml_path),
@@ -168,9 +171,10 @@ def run_search(space, target: str, variant: str, args) -> tuple[list, float]:
         seed=0,
         measure=False,
     )
-    if len(res.complete) >= args.trials and not json.loads(clock.read_text() if clock.is_file() else "{}").get("done"):
-        spent += time.perf_counter() - t
-        clock.write_text(json.dumps({"seconds": spent, "done": True}))
+    if not state["done"]:  # the search's own time, summed over the sessions that ran it
+        state = {"seconds": state["seconds"] + time.perf_counter() - t, "done": len(res.complete) >= args.trials}
+        clock.write_text(json.dumps(state))
+    spent = state["seconds"]
     pareto = sorted((r for r in res.pareto if r.trained and not r.baseline), key=lambda r: r.latency_ms)
     return [Arch.from_string(r.arch) for r in pareto], spent
 
@@ -188,18 +192,53 @@ def measured_cpu(archs: dict) -> dict:
     }
 
 
+def measure_rows(rows: dict, base_arch) -> None:
+    """cpu: measure the baseline and every row's winner (two passes), in place."""
+    from nasctl.arch import Arch
+
+    archs = {"baseline": base_arch}
+    for v, row in rows.items():
+        if v != "baseline" and row.get("winner"):
+            archs[v] = Arch.from_string(row["winner"]["arch"])
+    m = measured_cpu(archs)
+    rows["baseline"].update(m["baseline"])
+    for v, row in rows.items():
+        if v != "baseline" and row.get("winner"):
+            row["winner"].update(m[v])
+
+
+def summarize_rows(rows: dict, tb: dict, target: str) -> None:
+    """Each winner's latency cuts against the baseline (estimated, simulated, measured)."""
+    for v, row in rows.items():
+        w = row.get("winner") if v != "baseline" else None
+        if not w:
+            continue
+        w["latency_cut_pct"] = 100 * (1 - w["latency_ms"] / tb["latency_ms"])
+        if "simulated_ms" in w:
+            w["simulated_cut_pct"] = 100 * (1 - w["simulated_ms"] / tb["simulated_ms"])
+        if "measured_ms" in w and "measured_ms" in rows["baseline"]:
+            w["measured_cut_pct"] = 100 * (1 - w["measured_ms"] / rows["baseline"]["measured_ms"])
+        print(
+            f"  {target} {v}: latency cut {w['latency_cut_pct']:.1f}% (est.)"
+            + (f", {w['measured_cut_pct']:.1f}% measured" if "measured_cut_pct" in w else "")
+            + f", gap {w['gap_points']['mean']:+.2f} points",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default="mobilenetv2_32")
     ap.add_argument("--targets", default=",".join(TARGETS))
-    ap.add_argument("--variants", default="V1,V2,V3,refine,memory")
-    ap.add_argument("--trials", type=int, default=24, help="trials per search")
+    ap.add_argument("--variants", default="V3,refine,V2,V1,memory", help="in this order (the headline first)")
+    ap.add_argument("--trials", type=int, default=16, help="trials per search")
     ap.add_argument("--search-epochs", type=int, default=3, help="epochs per search trial (30 s cap)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per retraining")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=4, help="Pareto archs retrained per search at most")
     ap.add_argument("--data", default="digits")
     args = ap.parse_args()
+    from nasctl.errors import NasctlError
     from nasctl.refine import refine
     from nasctl.search.objectives import memory_mb
     from nasctl.space import SearchSpace
@@ -233,7 +272,11 @@ def main() -> None:
                 if variant == "memory":
                     budget = memory_mb(tb["params"], tb["peak_activation_bytes"]) / 2
                 t = time.perf_counter()
-                r = refine(base_arch, load_estimator(target), space=space, memory_budget_mb=budget)
+                try:
+                    r = refine(base_arch, load_estimator(target), space=space, memory_budget_mb=budget)
+                except NasctlError as exc:
+                    rows[variant] = {"winner": None, "error": str(exc), "memory_budget_mb": budget}
+                    continue
                 arch = r.final.arch
                 acc = train(arch)
                 rows[variant] = {
@@ -242,34 +285,14 @@ def main() -> None:
                     "memory_budget_mb": budget,
                     "refine_seconds": time.perf_counter() - t,
                 }
+            results["targets"][target] = rows
+            save("seed_table", {**results, "complete": False}, config=vars(args))
         if target == "cpu":
-            archs = {"baseline": base_arch}
-            for v, row in rows.items():
-                if v != "baseline" and row.get("winner"):
-                    from nasctl.arch import Arch
-
-                    archs[v] = Arch.from_string(row["winner"]["arch"])
-            m = measured_cpu(archs)
-            rows["baseline"].update(m["baseline"])
-            for v, row in rows.items():
-                if v != "baseline" and row.get("winner"):
-                    row["winner"].update(m[v])
-        for v, row in rows.items():
-            w = row.get("winner") if v != "baseline" else None
-            if w:
-                w["latency_cut_pct"] = 100 * (1 - w["latency_ms"] / tb["latency_ms"])
-                if "simulated_ms" in w:
-                    w["simulated_cut_pct"] = 100 * (1 - w["simulated_ms"] / tb["simulated_ms"])
-                if "measured_ms" in w:
-                    w["measured_cut_pct"] = 100 * (1 - w["measured_ms"] / rows["baseline"]["measured_ms"])
-                print(
-                    f"  {target} {v}: latency cut {w['latency_cut_pct']:.1f}% (est.)"
-                    + (f", {w['measured_cut_pct']:.1f}% measured" if "measured_cut_pct" in w else "")
-                    + f", gap {w['gap_points']['mean']:+.2f} points",
-                    flush=True,
-                )
+            measure_rows(rows, base_arch)
+        summarize_rows(rows, tb, target)
         results["targets"][target] = rows
-    save("seed_table", results, config=vars(args))
+        save("seed_table", {**results, "complete": False}, config=vars(args))
+    save("seed_table", {**results, "complete": True}, config=vars(args))
 
 
 if __name__ == "__main__":
