@@ -533,6 +533,90 @@ def supernet_rank(d: dict) -> str:
     return "\n\n".join(out)
 
 
+def seed_table(d: dict) -> str:
+    """The seed's table: per target, baseline / V1 / V2 / V3 / refine / memory, with the
+    latency cuts (estimated; simulated or measured), the retrained accuracy and its gap."""
+    out = [_head(d)]
+    if not d.get("complete"):
+        out.append("(partial: the bench has not finished every row)")
+    b = d["baseline"]
+    for target, rows in d["targets"].items():
+        base = rows["baseline"]
+        head = [
+            "row",
+            "latency cut (est.)",
+            "simulated" if target.startswith("sim") else "measured",
+            "val accuracy",
+            "gap (points) [90% CI]",
+            "params",
+            "peak act. KB",
+            "search s",
+        ]
+        table = [
+            [
+                "baseline",
+                f"{base['latency_ms']:.3f} ms",
+                f"{base.get('simulated_ms', base.get('measured_ms', float('nan'))):.3f} ms"
+                + (f" (noise {base['pass_disagreement_pct']:.1f}%)" if "pass_disagreement_pct" in base else ""),
+                f"{100 * b['accuracy_mean']:.1f}% ± {100 * b['accuracy_std']:.1f}",
+                "",
+                f"{base['params']:,}",
+                f"{base['peak_activation_bytes'] / 1024:.0f}",
+                "",
+            ]
+        ]
+        for v, row in rows.items():
+            if v == "baseline":
+                continue
+            w = row.get("winner")
+            if not w:
+                why = row.get("error") or f"no retrained Pareto arch within 1 point ({len(row.get('tried', []))} tried)"
+                table.append([v, why, "", "", "", "", "", ""])
+                continue
+            g = w["gap_points"]
+            ci = f" [{g['ci90'][0]:+.1f}, {g['ci90'][1]:+.1f}]" if g.get("ci90") else ""
+            other = w.get("simulated_cut_pct", w.get("measured_cut_pct"))
+            noise = f" (noise {w['pass_disagreement_pct']:.1f}%)" if "pass_disagreement_pct" in w else ""
+            table.append(
+                [
+                    v,
+                    f"{w.get('latency_cut_pct', float('nan')):+.1f}%",
+                    "" if other is None else f"{other:+.1f}%{noise}",
+                    f"{100 * w['accuracy_mean']:.1f}% ± {100 * w['accuracy_std']:.1f}",
+                    f"{g['mean']:+.1f}{ci}",
+                    f"{w['params']:,}",
+                    f"{w['peak_activation_bytes'] / 1024:.0f}",
+                    f"{row['search_seconds']:.0f}" if "search_seconds" in row else "",
+                ]
+            )
+        out.append(f"**{target}**\n\n" + _table(head, table))
+    return "\n\n".join(out)
+
+
+def curate_steps(d: dict) -> str:
+    rows = []
+    for key, r in d["curate"].items():
+        s = r["steps"]
+        rows.append(
+            [
+                key,
+                str(s["period"]),
+                str(s["phase"]),
+                f"{s['p_value']:.3f}",
+                f"{r['baseline_ms']:.3f} -> {r['curated_baseline_ms']:.3f}",
+            ]
+        )
+    out = [_head(d), _table(["space/target", "step", "phase", "p", "baseline ms before -> after"], rows)]
+    m = d["cpu_measured"]
+    out.append(
+        f"cpu measured ({m['stage']}, widths {m['widths'][0]}-{m['widths'][-1]}, {m['rounds']} rounds): odd width "
+        f"{m['measured_odd_over_next_even_pct']:+.1f}% vs the next even (estimated "
+        f"{m['estimated_odd_over_next_even_pct']:+.1f}%), "
+        f"noise floor {m['noise_floor_pct']['median_range_over_rounds']:.1f}%"
+    )
+    return "\n\n".join(out)
+
+
 TABLES = {
     "latency_accuracy": latency_accuracy,
     "latency_accuracy_sim": latency_accuracy,
@@ -552,6 +636,8 @@ TABLES = {
     "proxy_eval_b32": proxy_eval,
     "zeroshot_speed": zeroshot_speed,
     "supernet_rank": supernet_rank,
+    "seed_table": seed_table,
+    "curate_steps": curate_steps,
 }
 
 

@@ -25,7 +25,7 @@ def curate(
     space_file: Annotated[
         Path, typer.Argument(metavar="SPACE.yaml", help="The space to curate (a file, or a shipped space by name).")
     ],
-    estimator: EstimatorOpt = "sim-npu-p16",
+    estimator: EstimatorOpt = "cpu",
     out: Annotated[Path, typer.Option("--out", "-o", help="The curated space's YAML.")] = Path("curated.yaml"),
     plot: Annotated[
         Optional[Path], typer.Option(help="PNG of latency against channels per stage (default: beside --out).")
@@ -118,7 +118,7 @@ def refine(
         str,
         typer.Argument(metavar="ARCH", help="An arch.json file or arch string; or `baseline` for --space's baseline."),
     ],
-    estimator: EstimatorOpt = "sim-npu-p16",
+    estimator: EstimatorOpt = "cpu",
     space_file: Annotated[
         Optional[Path],
         typer.Option(
