@@ -84,33 +84,67 @@ class Trainer:
         self.budget = PretrainConfig(loss=loss, epochs=epochs, batch_size=batch)
         self.key = {"data": data, "loss": loss, "epochs": epochs, "batch_size": batch, "split_seed": 0}
         self.path = CACHE / "retrain.jsonl"
-        self.cache = {}
+        self.cache: dict = {}
+        self._data: dict = {}
+
+    def _reread(self) -> None:
         if self.path.is_file():
             for line in self.path.read_text().splitlines():
                 r = json.loads(line)
                 if r["budget"] == self.key:
                     self.cache[(r["arch"], r["seed"])] = r
-        self._data: dict = {}
+
+    def _claim(self, arch_id: str, seed: int) -> bool:
+        """One process trains an (arch, seed): another bench process running beside this
+        one (one per target) waits for its result instead of training it again."""
+        import os
+
+        claim = CACHE / "claims" / f"{arch_id}_{self.key['epochs']}_{seed}"
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(claim.read_text() or 0), 0)
+                return False  # its owner is alive
+            except (ProcessLookupError, ValueError):
+                claim.unlink(missing_ok=True)  # a killed owner's claim
+                return self._claim(arch_id, seed)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
 
     def __call__(self, arch) -> dict:
         from nasctl.contrastive import load_data
         from nasctl.search.retrain import retrain, summarize
 
-        runs = []
-        for seed in range(self.seeds):
-            key = (arch.to_string(), seed)
-            if key not in self.cache:
+        name = arch.to_string()
+        while True:
+            self._reread()
+            pending = [s for s in range(self.seeds) if (name, s) not in self.cache]
+            if not pending:
+                break
+            waiting = False
+            for seed in pending:
+                if not self._claim(arch.id, seed):
+                    waiting = True
+                    continue
                 shape = (arch.resolution, arch.in_channels)
                 if shape not in self._data:
                     self._data[shape] = load_data(self.data, arch.resolution, arch.in_channels, seed=0)
                 print(f"  retrain {arch.id} seed {seed}", flush=True)
                 run = retrain(arch, self._data[shape], self.budget, (seed,))["runs"][0]
-                rec = {"arch": key[0], "budget": self.key, **run}
+                rec = {"arch": name, "budget": self.key, **run}
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self.path.open("a") as fh:
                     fh.write(json.dumps(rec) + "\n")
-                self.cache[key] = rec
-            runs.append({k: self.cache[key][k] for k in ("seed", "accuracy", "test_accuracy", "seconds")})
+                self.cache[(name, seed)] = rec
+            if waiting:
+                time.sleep(10)
+        runs = [
+            {k: self.cache[(name, s)][k] for k in ("seed", "accuracy", "test_accuracy", "seconds")}
+            for s in range(self.seeds)
+        ]
         return summarize(runs)
 
 
