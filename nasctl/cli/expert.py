@@ -162,7 +162,7 @@ def refine(
     Examples:
 
     * `nasctl refine baseline --space mobilenetv2_32 --estimator sim-npu-p16`
-    * `nasctl refine runs/x/winners/1/arch.json --estimator cpu --memory-budget 1.5 --evaluate`
+    * `nasctl refine runs/x/winners/rank1_ID.json --estimator cpu --memory-budget 1.5 --evaluate`
     """
     import json
 
@@ -220,7 +220,7 @@ def refine(
         )
     console.print(t)
     console.print(
-        f"latency {report['latency_cut_pct']:+.1f}% cut, params {report['params_change_pct']:+.1f}%, "
+        f"latency cut {report['latency_cut_pct']:.1f}%, params {report['params_change_pct']:+.1f}%, "
         f"memory {report['memory_change_pct']:+.1f}% (estimated)"
     )
     if evaluate:
