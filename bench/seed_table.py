@@ -289,6 +289,10 @@ def main() -> None:
             print(f"{target} {variant}", flush=True)
             if variant in VARIANTS:
                 pareto, seconds = run_search(space, target, variant, args)
+                # only archs faster than the baseline can win (on cpu, fusing is slower: the
+                # V2 Pareto set can hold nothing faster, and then the row says so)
+                slower = [a for a in pareto if costs(a, target)["latency_ms"] >= tb["latency_ms"]]
+                pareto = [a for a in pareto if a not in slower]
                 tried = []
                 winner = None
                 for arch in pareto[: args.candidates]:
@@ -298,7 +302,15 @@ def main() -> None:
                     if g["mean"] is not None and g["mean"] >= -1.0:
                         winner = tried[-1]
                         break
-                rows[variant] = {"winner": winner, "tried": tried, "search_seconds": seconds, "pareto": len(pareto)}
+                rows[variant] = {
+                    "winner": winner,
+                    "tried": tried,
+                    "search_seconds": seconds,
+                    "pareto_faster_than_baseline": len(pareto),
+                    "pareto_not_faster": len(slower),
+                }
+                if not pareto:
+                    rows[variant]["error"] = f"no Pareto arch faster than the baseline ({len(slower)} slower)"
             else:
                 from nasctl.latency.api import load_estimator
 
