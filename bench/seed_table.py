@@ -13,11 +13,11 @@ estimated, and measured with onnxruntime on this machine):
   baseline's (weights + peak activations).
 
 One search per target and variant (NSGA-II, ``--trials``, the search's default trial
-budget). Its winner is the fastest Pareto arch whose *retrained* accuracy matches the
-baseline's: Pareto archs are retrained in order of estimated latency (fastest first, at
-most ``--candidates``) under one budget (``--epochs``, no time cap, ``--seeds`` seeds, the
-search's loss and data split) until one's mean val accuracy is within 1 point of the
-baseline's. Reported per row: the latency cut (estimated; on cpu also measured, beside
+budget). Its winner is the fastest Pareto arch (of those faster than the baseline) whose
+*retrained* accuracy matches the baseline's: they are retrained in order of estimated
+latency (fastest first, at most ``--candidates``) under one budget (``--epochs``, no time
+cap, ``--seeds`` seeds, the search's loss and data split) until one's mean val accuracy
+is within 1 point of the baseline's. Reported per row: the latency cut (estimated; on cpu also measured, beside
 the noise floor of two measurement passes; on sim-npu also the simulator's own value),
 accuracy mean +- std, the paired per-seed gap to the baseline with its 90% t-interval,
 params and peak activations, and the search's cost (seconds).
