@@ -34,3 +34,16 @@ def tiny_space_dict() -> dict:
         "head": {"channels": 32},
         "output": {"classes": 4},
     }
+
+
+@pytest.fixture(scope="session")
+def small_digits(tmp_path_factory):
+    """240 real digits (8x8) as a .npz: quick trainings."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    idx = np.random.default_rng(0).permutation(len(d.target))[:240]
+    path = tmp_path_factory.mktemp("data") / "digits240.npz"
+    np.savez(path, x=(d.images[idx] * 16).astype(np.uint8), y=d.target[idx])
+    return path

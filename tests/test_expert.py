@@ -25,18 +25,6 @@ SPACE_224 = SPACES_DIR / "mobilenetv2_224.yaml"
 
 
 @pytest.fixture(scope="module")
-def small_digits(tmp_path_factory):
-    """240 real digits (8x8) as a .npz: quick trainings."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    idx = np.random.default_rng(0).permutation(len(d.target))[:240]
-    path = tmp_path_factory.mktemp("data") / "digits240.npz"
-    np.savez(path, x=(d.images[idx] * 16).astype(np.uint8), y=d.target[idx])
-    return path
-
-
-@pytest.fixture(scope="module")
 def p24_estimator(tmp_path_factory):
     """An estimator of a P=24 simulated chip, from `measure --device sim-npu --parallelism
     24` (600 networks, about 15 s) and a fit: no estimator feature names 24 (they pad to 8, 16 and 32)."""

@@ -28,15 +28,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
+def small_data(small_digits):
     """240 real digits (8x8) as a .npz: quick trials."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    idx = np.random.default_rng(0).permutation(len(d.target))[:240]
-    path = tmp_path_factory.mktemp("data") / "digits240.npz"
-    np.savez(path, x=(d.images[idx] * 16).astype(np.uint8), y=d.target[idx])
-    return path
+    return small_digits
 
 
 def _search_args(out, data, trials=2, *extra):
