@@ -15,6 +15,7 @@ The public API (imported on first use, so ``import nasctl`` stays light)::
 * ``estimate(model_or_arch, estimator="cpu") -> Estimate``: latency_ms, params,
   peak_activation_bytes, kernels, warnings;
 * ``pretrain(arch, ...) -> dict``: contrastive pretraining + linear probe;
+* ``pretrain_two_tower(arch, ...) -> dict``: an image-text two-tower model, evaluated;
 * ``search(space, strategy=..., ...) -> SearchResult`` (``strategy="zeroshot", proxy=...``
   for a training-free search);
 * ``proxy_eval(space, archs=N, ...) -> dict``: how well each zero-shot score ranks the
@@ -38,6 +39,7 @@ _EXPORTS = {
     "Estimate": "nasctl.latency.api",
     "estimate": "nasctl.api",
     "pretrain": "nasctl.api",
+    "pretrain_two_tower": "nasctl.api",
     "SearchResult": "nasctl.search.results",
     "SearchConfig": "nasctl.search.config",
     "TrialRecord": "nasctl.search.base",
@@ -65,6 +67,7 @@ __all__ = [
     "__version__",
     "estimate",
     "pretrain",
+    "pretrain_two_tower",
     "proxy_eval",
     "train_supernet",
     "register_proxy",
@@ -73,7 +76,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from nasctl.api import estimate, pretrain, proxy_eval, search, train_supernet  # noqa: F811
+    from nasctl.api import estimate, pretrain, pretrain_two_tower, proxy_eval, search, train_supernet  # noqa: F811
     from nasctl.arch import Arch
     from nasctl.errors import NasctlError
     from nasctl.latency.api import Estimate

@@ -181,6 +181,56 @@ def pretrain(
     return write_run(out, a, dataset, result, metrics, started)
 
 
+def pretrain_two_tower(
+    arch: Arch | str | Path,
+    *,
+    data: str = "pairs:digits",
+    out: str | Path | None = None,
+    subset: int | None = None,
+    min_scale: float | None = None,
+    probes: bool = True,
+    progress=None,
+    **config: Any,
+) -> dict[str, Any]:
+    """Train a two-tower (image-text) model whose image tower is ``arch`` on paired
+    ``data`` (``pairs:digits``, ``pairs:digits:P`` with P the probability that a caption
+    names the digit, a ``.npz`` with ``image`` / ``text`` / ``vocab``, or a folder of
+    images with same-named ``.txt`` captions), then evaluate it: retrieval R@1 / R@5 both
+    ways, zero-shot classification by caption prompts and (``probes``) linear probes of
+    each embedding on the label and on each modality-only attribute. ``config``: the
+    ``TwoTowerConfig`` fields (``separation``, ``intra``, ``bridge``, ``geometry`` weights,
+    ``epochs`` or ``steps``, ``batch_size``, ``lr``, ``text_tower``, ``seed``, ``device``,
+    ...). With ``out``, the run folder is written (arch.json, model.npz, vocab.json,
+    image_tower.onnx, metrics.json, loss.png). Returns the metrics."""
+    from dataclasses import replace
+
+    from nasctl.contrastive.paired import load_paired
+    from nasctl.contrastive.pretrain import resolve_device
+    from nasctl.contrastive.twotower import TwoTowerConfig, train_and_evaluate, write_two_tower_run
+
+    started = time.perf_counter()
+    a = as_arch(arch)
+    unknown = sorted(set(config) - set(TwoTowerConfig.__dataclass_fields__) - {"augment"})
+    if unknown:
+        raise NasctlError(f"unknown two-tower option {unknown[0]!r}")
+    cfg = TwoTowerConfig(**config)
+    if min_scale is not None:  # else the two-tower default crop
+        cfg = replace(cfg, augment=replace(cfg.augment, min_scale=min_scale))
+    cfg.validate()
+    dataset = load_paired(data, a.resolution, a.in_channels, seed=cfg.seed)
+    if subset is not None:
+        dataset = dataset.subset(subset, subset, seed=cfg.seed)
+    if progress:
+        progress({"event": "start", "arch": a.id, "data": dataset.summary(), "device": str(resolve_device(cfg.device))})
+    result, metrics = train_and_evaluate(a, dataset, cfg, progress, probes=probes)
+    metrics["total_seconds"] = time.perf_counter() - started
+    if out is None:
+        return metrics
+    if progress:
+        progress({"event": "write", "out": str(out)})
+    return write_two_tower_run(out, a, dataset, result, metrics)
+
+
 def search(
     space: SearchSpace | str | Path,
     strategy: str = "multishot",

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nasctl.cli.common import ArchArg, BaselineOpt, DeviceOpt, SpaceOpt, app, console, handle_errors, print_json
+from nasctl.errors import NasctlError
 
 
 @app.command()
@@ -61,7 +62,10 @@ def pretrain(
     flip: Annotated[
         Optional[bool], typer.Option("--flip/--no-flip", help="Horizontal flips (default: on, off for digits).")
     ] = None,
-    min_scale: Annotated[float, typer.Option(help="Random resized crop: smallest area fraction.")] = 0.3,
+    min_scale: Annotated[
+        Optional[float],
+        typer.Option(help="Random resized crop: smallest area fraction (default 0.3; 0.6 with --two-tower)."),
+    ] = None,
     random_init: Annotated[
         bool, typer.Option("--random-init/--no-random-init", help="Also probe the untrained backbone, for comparison.")
     ] = True,
@@ -69,6 +73,56 @@ def pretrain(
         Optional[int], typer.Option(min=10, metavar="N", help="Use at most N images of each split (quick runs).")
     ] = None,
     device: DeviceOpt = "cpu",
+    two_tower: Annotated[
+        bool,
+        typer.Option(
+            "--two-tower",
+            help="Train an image-text two-tower model (the arch is the image tower) on paired --data: "
+            "pairs:digits (default then), pairs:digits:P, a .npz (image, text, vocab) or a folder of images "
+            "with same-named .txt captions. --loss, --temperature and the gamma options do not apply.",
+            rich_help_panel="Two-tower (image-text)",
+        ),
+    ] = False,
+    separation: Annotated[
+        float,
+        typer.Option(
+            metavar="W",
+            help="Deep feature separation: weight of shared/specific orthogonality + intra-modal loss on the "
+            "specific parts.",
+            rich_help_panel="Two-tower (image-text)",
+        ),
+    ] = 0.0,
+    intra: Annotated[
+        float,
+        typer.Option(
+            metavar="W",
+            help="Intra-modal contrastive loss on the shared embeddings alone (the control for --separation).",
+            rich_help_panel="Two-tower (image-text)",
+        ),
+    ] = 0.0,
+    bridge: Annotated[
+        float,
+        typer.Option(
+            metavar="W",
+            help="Brownian bridge: augmented views pulled toward the image-text path.",
+            rich_help_panel="Two-tower (image-text)",
+        ),
+    ] = 0.0,
+    geometry: Annotated[
+        float,
+        typer.Option(
+            metavar="W",
+            help="Geometric consistency: image and text similarity structures matched, cross-modal made symmetric.",
+            rich_help_panel="Two-tower (image-text)",
+        ),
+    ] = 0.0,
+    text_tower: Annotated[
+        str,
+        typer.Option(
+            help="conv (embedding + 2 residual 1-D convs) | transformer (2 layers).",
+            rich_help_panel="Two-tower (image-text)",
+        ),
+    ] = "conv",
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json (without the per-step curve).")] = False,
 ) -> None:
     """Pretrain an arch contrastively (no labels), then score its frozen backbone by a
@@ -90,6 +144,29 @@ def pretrain(
     from nasctl.api import pretrain as run_pretrain
 
     a = pick_arch(arch, space_file, seed, baseline)
+    weights = {"separation": separation, "intra": intra, "bridge": bridge, "geometry": geometry}
+    if two_tower:
+        pretrain_pairs(
+            a,
+            data="pairs:digits" if data == "digits" else data,
+            out=out,
+            subset=subset,
+            min_scale=min_scale,
+            as_json=as_json,
+            epochs=epochs,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            time_budget_s=time_budget,
+            seed=seed,
+            device=device,
+            text_tower=text_tower,
+            **weights,
+        )
+        return
+    given = [f"--{k}" for k, v in weights.items() if v]
+    if given or text_tower != "conv":
+        raise NasctlError(f"{(given or ['--text-tower'])[0]} applies to two-tower models only: add --two-tower")
     err = Console(stderr=True)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -124,7 +201,7 @@ def pretrain(
             out=out,
             subset=subset,
             random_init=random_init,
-            min_scale=min_scale,
+            min_scale=0.3 if min_scale is None else min_scale,
             flip=flip,  # None: as the data allows
             progress=progress,
             loss=loss,
@@ -168,3 +245,69 @@ def pretrain(
         f"one-time imports {full['import_seconds']:.1f} s"
     )
     console.print(f"wrote {out}/: arch.json model.npz backbone.onnx metrics.json loss.png")
+
+
+def pretrain_pairs(
+    a, data: str, out: Path, subset: int | None, min_scale: float | None, as_json: bool, **config
+) -> None:
+    """``pretrain --two-tower``: train, evaluate, write the run folder and print the tables."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nasctl.api import pretrain_two_tower
+
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("training two towers", total=1.0, info="")
+
+        def progress(p: dict) -> None:
+            if p.get("event") == "start" and not as_json:
+                s = p["data"]
+                bar.console.print(
+                    f"two-tower pretraining of {a.id} on {s['name']} ({p['device']}): {s['train']} train / "
+                    f"{s['val']} val / {s['test']} test pairs, vocabulary {s['vocab']} words"
+                )
+            elif p.get("event") == "write":
+                bar.update(task, description="exporting")
+            elif "fraction" in p:
+                bar.update(
+                    task,
+                    completed=min(1.0, p["fraction"]),
+                    info=f"step {p['step']}/{p['total_steps']}  loss {p['loss']:.3f}  {p['pairs_per_s']:.0f} pairs/s",
+                )
+
+        m = pretrain_two_tower(a, data=data, out=out, subset=subset, min_scale=min_scale, progress=progress, **config)
+    if as_json:
+        print_json({k: v for k, v in m.items() if k != "loss_per_step"})
+        return
+    r = m["retrieval"]
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{m['variant']} (test split)")
+    for c in ("image->text R@1", "R@5", "text->image R@1", "R@5", "zero-shot"):
+        t.add_column(c, justify="right")
+    zs = f"{m['zero_shot_accuracy']:.1%}" if "zero_shot_accuracy" in m else "–"
+    t.add_row(
+        *(f"{r[k]:.1%}" for k in ("image_to_text_r@1", "image_to_text_r@5", "text_to_image_r@1", "text_to_image_r@5")),
+        zs,
+    )
+    console.print(t)
+    if m.get("probe"):
+        p = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="linear probes (test accuracy)")
+        p.add_column("task")
+        for v in ("image", "text", "both"):
+            p.add_column(f"{v} embedding", justify="right")
+        for task, row in m["probe"].items():
+            p.add_row(task, *(f"{row[v]:.1%}" for v in ("image", "text", "both")))
+        console.print(p)
+    console.print(
+        f"{m['steps']} steps ({m['epochs_done']:.1f} epochs, stopped by {m['stopped_by'].replace('_', ' ')}) "
+        f"in {m['train_seconds']:.0f} s; learnt temperature {m['temperature']:.3f}; "
+        f"evaluation {m['eval_seconds']:.1f} s"
+    )
+    console.print(f"wrote {out}/: arch.json model.npz vocab.json image_tower.onnx metrics.json loss.png")

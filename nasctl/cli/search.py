@@ -13,6 +13,8 @@ from rich.table import Table
 
 from nasctl.cli.common import DeviceOpt, app, console, handle_errors, human, print_json
 
+TT = "Two-tower (image-text)"  # the --help panel of the two-tower options
+
 
 @app.command()
 @handle_errors
@@ -133,6 +135,33 @@ def search(
             help="hybrid: candidates screened zero-shot (--proxy) before the best are trained (default 500).",
         ),
     ] = None,
+    two_tower: Annotated[
+        bool,
+        typer.Option(
+            "--two-tower",
+            help="Search the image tower of an image-text two-tower model on paired --data (default then "
+            "pairs:digits); accuracy = zero-shot classification by caption prompts on the val split. multishot only.",
+            rich_help_panel=TT,
+        ),
+    ] = False,
+    separation: Annotated[
+        float,
+        typer.Option(
+            metavar="W", help="--two-tower: deep feature separation weight.", rich_help_panel="Two-tower (image-text)"
+        ),
+    ] = 0.0,
+    bridge: Annotated[
+        float,
+        typer.Option(
+            metavar="W", help="--two-tower: Brownian bridge weight.", rich_help_panel="Two-tower (image-text)"
+        ),
+    ] = 0.0,
+    geometry: Annotated[
+        float,
+        typer.Option(
+            metavar="W", help="--two-tower: geometric consistency weight.", rich_help_panel="Two-tower (image-text)"
+        ),
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print pareto.json instead of tables.")] = False,
 ) -> None:
     """Search a space for archs that trade accuracy against latency (and memory) on a target.
@@ -150,8 +179,15 @@ def search(
     * `nasctl search SPACE.yaml --strategy zeroshot --trials 2000 --proxy vote:naswot,synflow,zico`
     * `nasctl search SPACE.yaml --strategy singleshot --supernet supernet.npz --trials 200 --finetune 2`
     * `nasctl search SPACE.yaml --strategy hybrid --screen 1000 --trials 12` (zero-shot screening, then training)
+    * `nasctl search SPACE.yaml --two-tower --data pairs:digits:0.5 --bridge 0.1` (an image-text model's image tower)
     """
     from nasctl.search import make_config, prepare, run_search, write_outputs
+
+    weights = {k: v for k, v in {"separation": separation, "bridge": bridge, "geometry": geometry}.items() if v}
+    if weights and not two_tower:
+        from nasctl.errors import NasctlError
+
+        raise NasctlError("--separation, --bridge and --geometry apply to --two-tower searches only")
 
     cfg = make_config(
         space_file,
@@ -184,6 +220,11 @@ def search(
         finetune=finetune,
         retrain=retrain,
         screen=screen,
+        two_tower=(
+            {k: v for k, v in {"separation": separation, "bridge": bridge, "geometry": geometry}.items() if v} or True
+        )
+        if two_tower
+        else None,
     )
     prepare(cfg)  # every bad input fails here, before the live view starts
     if not as_json:  # stdout then holds JSON only

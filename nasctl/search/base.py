@@ -112,6 +112,16 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]()
 
 
+def scorer_type_of(cfg: SearchConfig) -> type:
+    """The Scorer class a search's outputs describe: the strategy's, or the two-tower
+    scorer when the search trains image-text models (``--two-tower``)."""
+    if getattr(cfg, "two_tower", None) is not None:
+        from nasctl.search.scorers.twotower import TwoTowerAccuracy
+
+        return TwoTowerAccuracy
+    return get_strategy(cfg.strategy).scorer_type
+
+
 @dataclass
 class TrialRecord:
     """One trial, as the outputs show it. ``metrics`` holds what the scorer recorded

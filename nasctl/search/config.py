@@ -28,6 +28,7 @@ STUDY_KEYS = (
     "supernet",
     "supernet_epochs",
     "screen",
+    "two_tower",
 )
 
 
@@ -57,6 +58,9 @@ class SearchConfig:
     finetune: int = 0  # singleshot: retrain the top K stand-alone after the search
     retrain: int = 0  # retrain the baseline and the top K under one budget over 3 seeds after the search
     screen: int | None = None  # hybrid: candidates screened zero-shot (None: the strategy's default)
+    # image-text two-tower task models (regulariser weights, TwoTowerConfig fields), None: image-only;
+    # the accuracy objective is then zero-shot classification by caption prompts on val
+    two_tower: dict | None = None
 
     @property
     def storage_url(self) -> str:
@@ -100,6 +104,7 @@ class SearchConfig:
             "finetune": self.finetune,
             "retrain": self.retrain,
             "screen": self.screen,
+            "two_tower": self.two_tower,
         }
 
     @classmethod
@@ -133,6 +138,7 @@ class SearchConfig:
             finetune=d.get("finetune", 0),
             retrain=d.get("retrain", 0),
             screen=d.get("screen"),
+            two_tower=d.get("two_tower"),
         )
 
     def save(self) -> Path:
@@ -160,6 +166,7 @@ class SearchConfig:
             "supernet",
             "supernet_epochs",
             "screen",
+            "two_tower",
         ):  # older run folders had the defaults
             old.setdefault(key, getattr(SearchConfig, key))
         diff = [k for k in STUDY_KEYS if old.get(k) != new.get(k)]
@@ -215,12 +222,15 @@ def make_config(
     finetune: int = 0,
     retrain: int = 0,
     screen: int | None = None,
+    two_tower: bool | dict | None = None,
 ) -> SearchConfig:
     """A ``SearchConfig`` from the options ``nasctl search`` takes (same names, same defaults).
 
     ``objectives``: the score and some costs, comma-separated or a tuple; default: the
     strategy's score and ``latency_ms``. ``trials``: default the strategy's
-    (``default_trials``) unless ``time_budget_s`` alone bounds the run."""
+    (``default_trials``) unless ``time_budget_s`` alone bounds the run. ``two_tower``:
+    True, or the regulariser weights (``{"separation": 1.0, ...}``), to search the image
+    tower of an image-text model (``data`` then defaults to ``pairs:digits``)."""
     from nasctl.contrastive import PretrainConfig
     from nasctl.search.base import get_strategy
 
@@ -246,7 +256,7 @@ def make_config(
             )
         ),
         estimator=estimator,
-        data=data,
+        data="pairs:digits" if two_tower and data == "digits" else data,
         trials=trials,
         time_budget_s=time_budget_s,
         seed=seed,
@@ -264,4 +274,5 @@ def make_config(
         finetune=finetune,
         retrain=retrain,
         screen=screen,
+        two_tower=None if not two_tower else ({} if two_tower is True else dict(two_tower)),
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nasctl.search.base import Column, TrialRecord, get_strategy
+from nasctl.search.base import Column, TrialRecord, get_strategy, scorer_type_of
 from nasctl.search.config import SearchConfig
 from nasctl.search.study import open_study, trial_counts
 
@@ -44,7 +44,7 @@ class SearchResult:
 
     @property
     def scorer_type(self) -> type:
-        return get_strategy(self.config.strategy).scorer_type
+        return scorer_type_of(self.config)
 
     @property
     def objective(self) -> str:
@@ -82,7 +82,7 @@ class SearchResult:
 
 def collect(cfg: SearchConfig, study=None) -> SearchResult:
     study = study or open_study(cfg)
-    scorer_type = get_strategy(cfg.strategy).scorer_type
+    scorer_type = scorer_type_of(cfg)
     keys, objective = scorer_type.metrics, scorer_type.objective
     trials = study.get_trials(deepcopy=False)
     records = [TrialRecord.from_trial(t, keys) for t in trials]

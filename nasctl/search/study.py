@@ -394,6 +394,8 @@ def prepare(cfg: SearchConfig) -> Any:
     if cfg.workers < 1:
         raise NasctlError(f"--workers must be >= 1 (got {cfg.workers})")
     cfg.objectives.check_score(strategy.scorer_type.objective, strategy.name)
+    if cfg.two_tower is not None and strategy.name != "multishot":
+        raise NasctlError(f"--two-tower searches with --strategy multishot (not {strategy.name})")
     space = SearchSpace.load(cfg.space_file)
     estimator = load_estimator(cfg.estimator)
     strategy.validate(cfg, space)

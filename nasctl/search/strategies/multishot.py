@@ -35,10 +35,21 @@ class Multishot:
             raise NasctlError("--proxy picks the zeroshot strategy's score; multishot trains each arch")
         if cfg.supernet or cfg.finetune:
             raise NasctlError("--supernet and --finetune belong to --strategy singleshot")
+        if cfg.two_tower is not None:
+            from nasctl.search.scorers.twotower import TwoTowerAccuracy
+
+            if cfg.retrain:
+                raise NasctlError("--retrain retrains image-only models; it does not apply with --two-tower yet")
+            TwoTowerAccuracy.from_config(cfg).check(space)
+            return
         TrainedAccuracy.from_config(cfg).check(space)
 
     def sampler(self, cfg: SearchConfig, seed: int):
         return make_sampler(cfg, seed, DEFAULT_POPULATION)
 
-    def scorer(self, cfg: SearchConfig, space: SearchSpace) -> TrainedAccuracy:
+    def scorer(self, cfg: SearchConfig, space: SearchSpace):
+        if cfg.two_tower is not None:
+            from nasctl.search.scorers.twotower import TwoTowerAccuracy
+
+            return TwoTowerAccuracy.from_config(cfg)
         return TrainedAccuracy.from_config(cfg)
