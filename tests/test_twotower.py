@@ -151,9 +151,10 @@ def test_two_tower_pretrain_cli_writes_a_run(tmp_path, small_pairs):
     out = tmp_path / "tt"
     args = ["pretrain", "--space", str(SPACE), "--baseline", "--two-tower", "--data", str(small_pairs)]
     args += ["--steps", "3", "--batch-size", "16", "--separation", "1", "--bridge", "0.1", "--geometry", "1"]
-    r = runner.invoke(app, [*args, "--out", str(out), "--json"])
+    r = runner.invoke(app, [*args, "--out", str(out)])  # the tables (--json is read by the search test)
     assert r.exit_code == 0, r.output
-    m = json.loads(r.output)
+    assert "image->text R@1" in r.output and "linear probes" in r.output and "text_colour" in r.output
+    m = json.loads((out / "metrics.json").read_text())
     assert m["variant"] == "infonce+separation+bridge+geometry" and m["steps"] == 3
     assert set(m["final_parts"]) == {"infonce", "orthogonality", "specific_intra", "bridge", "geometry"}
     assert set(m["retrieval"]) == {f"{d}_r@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5)}

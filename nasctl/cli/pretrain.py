@@ -272,7 +272,7 @@ def pretrain_pairs(
                 s = p["data"]
                 bar.console.print(
                     f"two-tower pretraining of {a.id} on {s['name']} ({p['device']}): {s['train']} train / "
-                    f"{s['val']} val / {s['test']} test pairs, vocabulary {s['vocab']} words"
+                    f"{s['val']} val / {s['test']} test pairs, vocabulary {s['vocab_size']} words"
                 )
             elif p.get("event") == "write":
                 bar.update(task, description="exporting")
