@@ -9,6 +9,8 @@ estimated, and measured with onnxruntime on this machine):
 * **V2**: only the block kinds are free (IBN or fused-IBN per block);
 * **V3**: both free;
 * **refine**: ``nasctl refine`` from the baseline (no budget);
+* **V3+refine** (with ``--variants ...,V3,V3+refine``): ``nasctl refine`` from V3's winner:
+  the expert's moves applied to what the search found;
 * **memory**: ``nasctl refine`` from the baseline under a memory budget of half the
   baseline's (weights + peak activations).
 
@@ -264,7 +266,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", default="mobilenetv2_32")
     ap.add_argument("--targets", default=",".join(TARGETS))
-    ap.add_argument("--variants", default="V3,refine,V2,V1,memory", help="in this order (the headline first)")
+    ap.add_argument("--variants", default="V3,refine,V2,V1,memory,V3+refine", help="in this order (the headline first)")
     ap.add_argument("--trials", type=int, default=16, help="trials per search")
     ap.add_argument("--search-epochs", type=int, default=3, help="epochs per search trial (30 s cap)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per retraining")
@@ -317,9 +319,18 @@ def main() -> None:
                 budget = None
                 if variant == "memory":
                     budget = memory_mb(tb["params"], tb["peak_activation_bytes"]) / 2
+                start = base_arch
+                if variant == "V3+refine":  # the expert's moves applied to the search's winner
+                    from nasctl.arch import Arch
+
+                    w = rows.get("V3", {}).get("winner")
+                    if not w:
+                        rows[variant] = {"winner": None, "error": "V3 has no winner in this run to refine"}
+                        continue
+                    start = Arch.from_string(w["arch"])
                 t = time.perf_counter()
                 try:
-                    r = refine(base_arch, load_estimator(target), space=space, memory_budget_mb=budget)
+                    r = refine(start, load_estimator(target), space=space, memory_budget_mb=budget)
                 except NasctlError as exc:
                     rows[variant] = {"winner": None, "error": str(exc), "memory_budget_mb": budget}
                     continue
