@@ -172,7 +172,14 @@ def main() -> None:
             continue
         t = time.perf_counter()
         m = pretrain_two_tower(
-            arch, data=f"pairs:digits:{p}", steps=args.steps, batch_size=args.batch, seed=s, **VARIANTS[v]
+            arch,
+            data=f"pairs:digits:{p}",
+            data_seed=0,
+            probes=True,
+            steps=args.steps,
+            batch_size=args.batch,
+            seed=s,
+            **VARIANTS[v],
         )
         rec = {"key": key, "variant": v, "p": p, "seed": s, "weights": VARIANTS[v], "scores": flatten(m)}
         rec["seconds"] = time.perf_counter() - t

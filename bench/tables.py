@@ -617,6 +617,30 @@ def curate_steps(d: dict) -> str:
     return "\n\n".join(out)
 
 
+def multimodal_gap(d: dict) -> str:
+    """Per caption-mention probability p: each variant's test accuracies (mean ± std over
+    seeds) on the shared task, each modality-only task and retrieval, and the paired
+    difference to plain InfoNCE on the modality-only tasks."""
+    out = [_head(d)]
+    if not d.get("complete"):
+        out.append(f"(partial: {d['runs_done']} of {d['runs_total']} runs; a cell shows how many seeds it has)")
+    cells = d["cells"]
+    keys = list(d["tasks"])
+    ps = sorted({c["p"] for c in cells.values()})
+    for p in ps:
+        rows = []
+        for c in (c for c in cells.values() if c["p"] == p):
+
+            def cell(k: str, c: dict = c) -> str:
+                v = c[k]
+                return f"{100 * v['mean']:.1f}" + (f" ± {100 * v['std']:.1f}" if v["std"] is not None else "")
+
+            n = "" if c["seeds"] == max(x["seeds"] for x in cells.values()) else f" ({c['seeds']} seeds)"
+            rows.append([c["variant"] + n, *(cell(k) for k in keys)])
+        out.append(f"**p = {p}** (test split, %)\n\n" + _table(["variant", *d["tasks"].values()], rows))
+    return "\n\n".join(out)
+
+
 TABLES = {
     "latency_accuracy": latency_accuracy,
     "latency_accuracy_sim": latency_accuracy,
@@ -638,6 +662,7 @@ TABLES = {
     "supernet_rank": supernet_rank,
     "seed_table": seed_table,
     "curate_steps": curate_steps,
+    "multimodal_gap": multimodal_gap,
 }
 
 

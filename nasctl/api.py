@@ -189,6 +189,7 @@ def pretrain_two_tower(
     subset: int | None = None,
     min_scale: float | None = None,
     probes: bool = True,
+    data_seed: int | None = None,
     progress=None,
     **config: Any,
 ) -> dict[str, Any]:
@@ -201,7 +202,9 @@ def pretrain_two_tower(
     ``TwoTowerConfig`` fields (``separation``, ``intra``, ``bridge``, ``geometry`` weights,
     ``epochs`` or ``steps``, ``batch_size``, ``lr``, ``text_tower``, ``seed``, ``device``,
     ...). With ``out``, the run folder is written (arch.json, model.npz, vocab.json,
-    image_tower.onnx, metrics.json, loss.png). Returns the metrics."""
+    image_tower.onnx, metrics.json, loss.png). ``data_seed``: the seed of the split (and of
+    the generated captions and marks of ``pairs:digits``); default the training seed.
+    Returns the metrics."""
     from dataclasses import replace
 
     from nasctl.contrastive.paired import load_paired
@@ -217,7 +220,7 @@ def pretrain_two_tower(
     if min_scale is not None:  # else the two-tower default crop
         cfg = replace(cfg, augment=replace(cfg.augment, min_scale=min_scale))
     cfg.validate()
-    dataset = load_paired(data, a.resolution, a.in_channels, seed=cfg.seed)
+    dataset = load_paired(data, a.resolution, a.in_channels, seed=cfg.seed if data_seed is None else data_seed)
     if subset is not None:
         dataset = dataset.subset(subset, subset, seed=cfg.seed)
     if progress:
