@@ -68,9 +68,8 @@ class TwoTowerAccuracy:
             lr=p.lr,
             time_budget_s=p.time_budget_s,
             seed=p.seed,
-            augment=p.augment,
             device=p.device,
-        )
+        )  # the two-tower image augmentations (milder than single-image pretraining's)
         return replace(base, **extra).validate()
 
     @staticmethod
