@@ -18,9 +18,12 @@ from nasctl.contrastive.paired import digits_pairs, load_paired
 from nasctl.contrastive.twotower import (
     TwoTowerConfig,
     build_two_tower,
+    pair_augment,
     retrieval,
     two_tower_loss,
 )
+from nasctl.search.config import load_config
+from nasctl.search.scorers.twotower import TwoTowerAccuracy
 from nasctl.space import SearchSpace
 from tests.conftest import DEFAULT_SPACE as SPACE
 
@@ -221,6 +224,8 @@ def test_two_tower_search_scores_zero_shot(tmp_path, small_pairs):
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "search.json").read_text())
     assert cfg["two_tower"] == {"bridge": 0.1} and cfg["data"] == str(small_pairs)
+    trial = TwoTowerAccuracy.two_tower_config(load_config(out))  # what each trial trained with
+    assert trial.bridge == 0.1 and trial.epochs == 1 and trial.batch_size == 16 and trial.augment == pair_augment()
     rows = (out / "trials.csv").read_text().splitlines()
     assert "image_to_text_r1" in rows[0] and len(rows) == 3
     assert "zero-shot accuracy (caption prompts)" in (out / "report.md").read_text()
