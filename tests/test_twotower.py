@@ -16,6 +16,7 @@ from nasctl.cli import app
 from nasctl.contrastive.multimodal import BRIDGE_EPS, bridge_loss, geometry_loss, orthogonality, symmetric_infonce
 from nasctl.contrastive.paired import digits_pairs, load_paired
 from nasctl.contrastive.twotower import (
+    TextTower,
     TwoTowerConfig,
     build_two_tower,
     pair_augment,
@@ -91,6 +92,23 @@ def test_retrieval_counts_any_identical_caption_as_a_hit():
     assert r["image_to_text_r@1"] == 1.0 and r["text_to_image_r@1"] == 1.0
     r = retrieval(image, text, ["a b", "a c", "c"], ks=(1, 2))
     assert r["image_to_text_r@1"] == pytest.approx(1 / 3) and r["image_to_text_r@2"] == 1.0
+
+
+# ---------------------------------------------------------------------------- the text tower
+@pytest.mark.parametrize("kind", ["conv", "transformer"])
+def test_text_tower_ignores_padding(kind):
+    """Extra PAD columns change nothing, also with the norms' learnt biases non-zero."""
+    torch.manual_seed(0)
+    tower = TextTower(20, width=16, kind=kind).eval()
+    with torch.no_grad():
+        for m in tower.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.bias.normal_()
+    tokens = torch.tensor([[5, 6, 7], [3, 4, 0]])  # row 0 fills the width: no PAD beside its last word
+    padded = torch.cat([tokens, torch.zeros(2, 3, dtype=torch.long)], 1)
+    with torch.no_grad():
+        assert torch.allclose(tower(tokens), tower(padded), atol=1e-5)
+        assert not torch.allclose(tower(tokens)[0], tower(torch.tensor([[7, 6, 5]]))[0], atol=1e-3)  # order
 
 
 # ---------------------------------------------------------------------------- separation at work

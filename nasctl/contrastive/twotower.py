@@ -83,7 +83,9 @@ class TextTower(nn.Module):
         h = self.embed(tokens)
         if self.kind == "conv":
             for conv, norm in zip(self.convs, self.norms, strict=True):
-                h = h + F.gelu(conv(norm(h).transpose(1, 2)).transpose(1, 2)) * mask
+                # padding reads as zeros (never the norm's learnt bias): extra PAD columns
+                # leave every word's features unchanged
+                h = h + F.gelu(conv((norm(h) * mask).transpose(1, 2)).transpose(1, 2)) * mask
         else:
             h = self.encoder(h + self.pos[: h.shape[1]], src_key_padding_mask=tokens == PAD)
         return (h * mask).sum(1) / mask.sum(1).clamp(min=1.0)
