@@ -29,7 +29,7 @@ trains only what is missing. ``--shard K/N`` lets N processes share the runs (ru
 each N). The JSON (and the PNG) are rewritten after every run, ``complete`` false until
 all cells have every seed.
 
-    python bench/multimodal_gap.py [--steps 400] [--seeds 3] [--p 0.25,0.5,1.0] [--shard 0/2]
+    python bench/multimodal_gap.py [--steps 300] [--seeds 3] [--p 0.25,0.5,1.0] [--shard 0/2]
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def plot(cells: dict, variants: list[str], ps: list[float], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--p", default="0.25,0.5,1.0", help="comma-separated caption-mention probabilities")
