@@ -1,5 +1,7 @@
 """Contrastive task models: data, augmentations, losses (NT-Xent, DCL, SogCLR and the
-decomposable Gamma loss), pretraining and linear-probe evaluation."""
+decomposable Gamma loss), pretraining and linear-probe evaluation; and two-tower
+image-text models (``paired``: paired data; ``multimodal``: symmetric InfoNCE and the
+modality-structure regularisers; ``twotower``: the model, its training and evaluation)."""
 
 from nasctl.contrastive.augment import AugmentConfig
 from nasctl.contrastive.data import ImageData, load_data
