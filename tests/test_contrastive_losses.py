@@ -82,7 +82,7 @@ def test_gamma_draws_average_to_sogclr():
     log_z = torch.log(torch.tensor([0.7, 1.3, 2.1]))
     sog = SogCLRLoss(3, T, momentum=0.5)
     sog.init_estimates(log_z)
-    target = float(sog(z1, z2, idx)[0])
+    target = float(sog(z1, z2, idx)[0].detach())
     gam, values = GammaLoss(3, T, shape=2.0, momentum=0.5, generator=0), []
     with torch.no_grad():
         for _ in range(4000):
