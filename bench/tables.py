@@ -625,7 +625,8 @@ def multimodal_gap(d: dict) -> str:
     if not d.get("complete"):
         out.append(f"(partial: {d['runs_done']} of {d['runs_total']} runs; a cell shows how many seeds it has)")
     cells = d["cells"]
-    keys = list(d["tasks"])
+    tasks = {**d["tasks"], "i2t_r5": "image->text R@5", "t2i_r5": "text->image R@5"}
+    keys = list(tasks)
     ps = sorted({c["p"] for c in cells.values()})
     for p in ps:
         rows = []
@@ -637,7 +638,7 @@ def multimodal_gap(d: dict) -> str:
 
             n = "" if c["seeds"] == max(x["seeds"] for x in cells.values()) else f" ({c['seeds']} seeds)"
             rows.append([c["variant"] + n, *(cell(k) for k in keys)])
-        out.append(f"**p = {p}** (test split, %)\n\n" + _table(["variant", *d["tasks"].values()], rows))
+        out.append(f"**p = {p}** (test split, %)\n\n" + _table(["variant", *tasks.values()], rows))
     return "\n\n".join(out)
 
 
