@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -138,8 +140,6 @@ def pretrain(
     * `nasctl pretrain arch.json --data my.npz --loss ntxent --batch-size 256 --epochs 20 --out runs/p`
     """
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from nasctl.api import pick_arch
     from nasctl.api import pretrain as run_pretrain
 
@@ -167,34 +167,15 @@ def pretrain(
     given = [f"--{k}" for k, v in weights.items() if v]
     if given or text_tower != "conv":
         raise NasctlError(f"{(given or ['--text-tower'])[0]} applies to two-tower models only: add --two-tower")
-    err = Console(stderr=True)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=as_json,
-    ) as bar:
-        task = bar.add_task("pretraining", total=1.0, info="")
 
-        def progress(p: dict) -> None:
-            if p.get("event") == "start" and not as_json:
-                s = p["data"]
-                bar.console.print(
-                    f"pretraining {a.id} ({loss}, batch {batch_size}, {p['device']}) on {s['name']}: "
-                    f"{s['train']} train / {s['val']} val / {s['test']} test images, {s['classes']} classes"
-                )
-            elif p.get("event") == "write":
-                bar.update(task, description="exporting")
-            elif "fraction" in p:
-                bar.update(
-                    task,
-                    completed=min(1.0, p["fraction"]),
-                    info=f"step {p['step']}/{p['total_steps']}  loss {p['loss']:.3f}  {p['images_per_s']:.0f} img/s",
-                )
+    def start_line(p: dict) -> str:
+        s = p["data"]
+        return (
+            f"pretraining {a.id} ({loss}, batch {batch_size}, {p['device']}) on {s['name']}: "
+            f"{s['train']} train / {s['val']} val / {s['test']} test images, {s['classes']} classes"
+        )
 
+    with training_bar("pretraining", start_line, "images_per_s", "img/s", as_json) as progress:
         full = run_pretrain(
             a,
             data=data,
@@ -251,38 +232,17 @@ def pretrain_pairs(
     a, data: str, out: Path, subset: int | None, min_scale: float | None, as_json: bool, **config
 ) -> None:
     """``pretrain --two-tower``: train, evaluate, write the run folder and print the tables."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nasctl.api import pretrain_two_tower
 
-    err = Console(stderr=True)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=as_json,
-    ) as bar:
-        task = bar.add_task("training two towers", total=1.0, info="")
+    def start_line(p: dict) -> str:
+        s = p["data"]
+        return (
+            f"two-tower pretraining of {a.id} on {s['name']} ({p['device']}): {s['train']} train / "
+            f"{s['val']} val / {s['test']} test pairs, vocabulary {s['vocab_size']} words"
+        )
 
-        def progress(p: dict) -> None:
-            if p.get("event") == "start" and not as_json:
-                s = p["data"]
-                bar.console.print(
-                    f"two-tower pretraining of {a.id} on {s['name']} ({p['device']}): {s['train']} train / "
-                    f"{s['val']} val / {s['test']} test pairs, vocabulary {s['vocab_size']} words"
-                )
-            elif p.get("event") == "write":
-                bar.update(task, description="exporting")
-            elif "fraction" in p:
-                bar.update(
-                    task,
-                    completed=min(1.0, p["fraction"]),
-                    info=f"step {p['step']}/{p['total_steps']}  loss {p['loss']:.3f}  {p['pairs_per_s']:.0f} pairs/s",
-                )
-
+    with training_bar("training two towers", start_line, "pairs_per_s", "pairs/s", as_json) as progress:
         m = pretrain_two_tower(a, data=data, out=out, subset=subset, min_scale=min_scale, progress=progress, **config)
     if as_json:
         print_json({k: v for k, v in m.items() if k != "loss_per_step"})
@@ -311,3 +271,39 @@ def pretrain_pairs(
         f"evaluation {m['eval_seconds']:.1f} s"
     )
     console.print(f"wrote {out}/: arch.json model.npz vocab.json image_tower.onnx metrics.json loss.png")
+
+
+@contextmanager
+def training_bar(
+    description: str, start_line: Callable[[dict], str], rate_key: str, rate_unit: str, quiet: bool
+) -> Iterator[Callable[[dict], None]]:
+    """A progress bar on stderr for a training run; yields the ``progress`` callback the
+    library calls: the start event prints ``start_line(event)``, the steps move the bar
+    (``rate_key`` read as ``rate_unit``), the write event relabels it. ``quiet`` (--json):
+    no output."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task(description, total=1.0, info="")
+
+        def progress(p: dict) -> None:
+            if p.get("event") == "start" and not quiet:
+                bar.console.print(start_line(p))
+            elif p.get("event") == "write":
+                bar.update(task, description="exporting")
+            elif "fraction" in p:
+                bar.update(
+                    task,
+                    completed=min(1.0, p["fraction"]),
+                    info=f"step {p['step']}/{p['total_steps']}  loss {p['loss']:.3f}  {p[rate_key]:.0f} {rate_unit}",
+                )
+
+        yield progress

@@ -13,7 +13,7 @@ stratified train/val/test split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,21 +49,8 @@ class ImageData:
 
     def subset(self, max_train: int | None = None, max_eval: int | None = None, seed: int = 0) -> ImageData:
         """A smaller copy (first ``max_*`` of each split after a seeded shuffle), for quick runs."""
-        rng = np.random.default_rng(seed)
-
-        def cut(idx: np.ndarray, k: int | None) -> np.ndarray:
-            return idx if k is None or k >= len(idx) else np.sort(rng.permutation(idx)[:k])
-
-        return ImageData(
-            self.name,
-            self.x,
-            self.y,
-            self.classes,
-            cut(self.train, max_train),
-            cut(self.val, max_eval),
-            cut(self.test, max_eval),
-            self.allows_flip,
-        )
+        train, val, test = subset_splits((self.train, self.val, self.test), max_train, max_eval, seed)
+        return replace(self, train=train, val=val, test=test)
 
     def summary(self) -> dict:
         return {
@@ -75,6 +62,20 @@ class ImageData:
             "val": len(self.val),
             "test": len(self.test),
         }
+
+
+def subset_splits(
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray], max_train: int | None, max_eval: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) index arrays cut to at most ``max_train`` / ``max_eval`` / ``max_eval``
+    (a seeded shuffle, then sorted); None keeps a split whole."""
+    rng = np.random.default_rng(seed)
+
+    def cut(idx: np.ndarray, k: int | None) -> np.ndarray:
+        return idx if k is None or k >= len(idx) else np.sort(rng.permutation(idx)[:k])
+
+    train, val, test = splits
+    return cut(train, max_train), cut(val, max_eval), cut(test, max_eval)
 
 
 def split_indices(

@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nasctl.contrastive.data import IMAGE_SUFFIXES, _labels, _load_digits, _to_tensor, fit_images, split_indices
+from nasctl.contrastive.data import (
+    IMAGE_SUFFIXES,
+    _labels,
+    _load_digits,
+    _to_tensor,
+    fit_images,
+    split_indices,
+    subset_splits,
+)
 from nasctl.errors import NasctlError
 
 __all__ = [
@@ -111,14 +119,8 @@ class PairedData:
 
     def subset(self, max_train: int | None = None, max_eval: int | None = None, seed: int = 0) -> PairedData:
         """A smaller copy (first ``max_*`` of each split after a seeded shuffle), for quick runs."""
-        rng = np.random.default_rng(seed)
-
-        def cut(idx: np.ndarray, k: int | None) -> np.ndarray:
-            return idx if k is None or k >= len(idx) else np.sort(rng.permutation(idx)[:k])
-
-        return replace(
-            self, train=cut(self.train, max_train), val=cut(self.val, max_eval), test=cut(self.test, max_eval)
-        )
+        train, val, test = subset_splits((self.train, self.val, self.test), max_train, max_eval, seed)
+        return replace(self, train=train, val=val, test=test)
 
     def prompt_tokens(self) -> tuple[torch.Tensor, np.ndarray] | None:
         """All prompts of all classes encoded with this vocabulary (K x L, truncated to L) and
