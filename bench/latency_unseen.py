@@ -19,9 +19,10 @@ standard network of ``nasctl.zoo`` (224x224, one image, 1 thread) against onnxru
 
 The measured latency of a network is the median of its three passes; the same-run noise
 floor is each pass against the median of the other two (MAPE), reported beside every
-error. Stages are cached under ``bench/cache/latency_unseen/TAG`` and a re-run resumes.
+error. Stages are cached under ``bench/cache/latency_unseen/TAG`` and a re-run resumes;
+``--refit`` fits and scores again from the cached timings (``fit`` and ``lofo`` only).
 
-    python bench/latency_unseen.py [--budget 600] [--seed 1] [--tag run1]
+    python bench/latency_unseen.py [--budget 600] [--seed 1] [--tag run1] [--refit]
 """
 
 from __future__ import annotations
@@ -116,11 +117,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="run1", help="cache folder name")
     ap.add_argument("--shipped", default="cpu", help="the estimator --quick adapts")
+    ap.add_argument(
+        "--refit",
+        action="store_true",
+        help="fit the estimator and leave-one-family-out again from the cached measurements "
+        "(after a change to the estimator); every timing is kept",
+    )
     args = ap.parse_args()
     cache = ROOT / "bench" / "cache" / "latency_unseen" / args.tag
     (cache / "zoo").mkdir(parents=True, exist_ok=True)
     state_path = cache / "state.json"
     state: dict = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if args.refit:
+        for stage in ("fit", "lofo"):
+            state.pop(stage, None)
 
     def done(stage: str, value) -> None:
         state[stage] = value

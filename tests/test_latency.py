@@ -15,7 +15,8 @@ from nasctl import zoo
 from nasctl.cli import app
 from nasctl.errors import NasctlError
 from nasctl.latency.api import estimate_archs, estimate_onnx
-from nasctl.latency.estimator import LatencyEstimator, accuracy_metrics, read_measurements
+from nasctl.latency.estimator import LatencyEstimator, MeasurementTable, accuracy_metrics, read_measurements
+from nasctl.latency.features import FEATURES, kernel_row
 from nasctl.latency.kernels import Kernel, _Graph, kernels_from_arch, kernels_from_graph, kernels_from_onnx, load_onnx
 from nasctl.latency.measure import CSV_COLUMNS, measure
 from nasctl.latency.memory import memory_from_arch, memory_from_graph, memory_from_onnx
@@ -283,6 +284,28 @@ def test_estimator_learns_the_simulator(sim_estimator):
     true = np.array([SimNPU(16).model_latency_ms(kernels_from_arch(a)) for a in archs])
     m = accuracy_metrics(pred, true)
     assert m["mape"] < 10 and m["spearman"] > 0.9, m
+
+
+def test_estimator_scales_kernels_beyond_its_training_range():
+    """A conv 4x wider than any measured one (16x the MACs): the group's fitted analytic
+    baseline carries the estimate up, where trees alone stay at their largest leaf."""
+    rng = np.random.default_rng(0)
+
+    def conv(c: int, hw: int) -> Kernel:
+        return Kernel("conv", (c, hw, hw), (c, hw, hw), kernel=3, macs=9 * c * c * hw * hw, params=9 * c * c)
+
+    def truth(k: Kernel) -> float:  # ms: a fixed cost plus MACs at a fixed rate
+        return 0.01 + 2e-7 * k.macs
+
+    train = [
+        conv(int(c), int(hw)) for c, hw in zip(rng.integers(8, 65, 300), rng.choice([8, 16, 32], 300), strict=True)
+    ]
+    X = np.array([[kernel_row(k)[f] for f in FEATURES] for k in train], dtype=float)
+    y = np.array([truth(k) for k in train]) * np.exp(rng.normal(0.0, 0.02, len(train)))
+    est = LatencyEstimator().fit(MeasurementTable(["conv"] * len(train), X, y), folds=0)
+    inside, beyond = conv(48, 16), conv(256, 32)
+    assert est.predict_kernels([inside])[0] == pytest.approx(truth(inside), rel=0.1)
+    assert est.predict_kernels([beyond])[0] == pytest.approx(truth(beyond), rel=0.25)
 
 
 def test_estimator_load_errors(tmp_path, sim_estimator):
