@@ -123,8 +123,10 @@ def plot(cells: dict, variants: list[str], ps: list[float], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(3.1 * len(TASKS), 3.3), sharex=True)
-    for ax, (key, label) in zip(axes, TASKS, strict=True):
+    cols = (len(TASKS) + 2) // 2  # two rows; the last panel holds the legend
+    fig, grid = plt.subplots(2, cols, figsize=(3.3 * cols, 6.4), sharex=True)
+    axes = grid.ravel()
+    for ax, (key, label) in zip(axes, TASKS, strict=False):
         for v in variants:
             xs = [p for p in ps if f"{v}@{p}" in cells]
             if not xs:
@@ -135,8 +137,12 @@ def plot(cells: dict, variants: list[str], ps: list[float], path: Path) -> None:
         ax.set_title(label, fontsize=8)
         ax.set_xlabel("p (caption names the digit)", fontsize=7)
         ax.tick_params(labelsize=7)
-    axes[0].set_ylabel("test accuracy / recall (%)", fontsize=8)
-    axes[-1].legend(fontsize=6)
+    for ax in grid[:, 0]:
+        ax.set_ylabel("test accuracy / recall (%)", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[len(TASKS) :]:
+        ax.axis("off")
+    axes[-1].legend(handles, labels, fontsize=8, loc="center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt2
