@@ -136,7 +136,7 @@ def plot(cells: dict, variants: list[str], ps: list[float], path: Path) -> None:
             ax.errorbar(xs, m, yerr=s, marker="o", ms=3, capsize=2, lw=1, label=v)
         ax.set_title(label, fontsize=8)
         ax.set_xlabel("p (caption names the digit)", fontsize=7)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=7, labelbottom=True)
     for ax in grid[:, 0]:
         ax.set_ylabel("test accuracy / recall (%)", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
