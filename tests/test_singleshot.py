@@ -197,13 +197,23 @@ def test_two_processes_train_data_parallel_and_keep_equal_weights(space_file, tm
     assert meta["world_size"] == 2 and meta["total_steps"] == 1259 // 64 and meta["finished"]
 
 
-def test_singleshot_search_end_to_end(space_file, tmp_path):
-    """The CLI: train a supernet, search its subnets with it, fine-tune the best one;
-    winners carry their inherited weights (npz + ONNX). Bad checkpoints are one line, exit 2."""
+def test_singleshot_search_end_to_end(space_file, tmp_path, monkeypatch):
+    """The CLI: train a supernet, search its subnets with it, fine-tune the best one (with
+    a progress callback); winners carry their inherited weights (npz + ONNX). Bad
+    checkpoints are one line, exit 2."""
     import onnxruntime as ort
     from typer.testing import CliRunner
 
+    import nasctl.search.retrain as retrain_module
     from nasctl.cli import app
+
+    callbacks, real_finetune = [], retrain_module.finetune_if_asked
+
+    def spy(cfg, progress=None):
+        callbacks.append(progress)
+        return real_finetune(cfg, progress)
+
+    monkeypatch.setattr(retrain_module, "finetune_if_asked", spy)
 
     torch.set_num_threads(1)
     ckpt = tmp_path / "sn.npz"
@@ -228,6 +238,7 @@ def test_singleshot_search_end_to_end(space_file, tmp_path):
     sess = ort.InferenceSession(str(out / files[2]))
     y = sess.run(None, {"input": np.zeros((2, 3, 16, 16), np.float32)})[0]
     assert y.shape[0] == 2 and np.isfinite(y).all()
+    assert len(callbacks) == 1 and callable(callbacks[0])  # the spinner names each winner
     ft = json.loads((out / "finetune.json").read_text())
     (w,) = ft["winners"]
     assert w["inherited_accuracy"] == max(r["accuracy"] for r in rows if r["trained"])

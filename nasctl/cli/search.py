@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -241,13 +243,15 @@ def search(
 
         if not as_json:
             err.print(f"fine-tuning the {finetune} best-scored winners (from inherited weights and from scratch)")
-        finetune_if_asked(cfg)
+        with _training_spinner(as_json) as progress:
+            finetune_if_asked(cfg, progress)
     if retrain and not interrupted:
         from nasctl.search.retrain import retrain_run
 
         if not as_json:
             err.print(f"retraining the baseline and the {retrain} best-scored Pareto archs (3 seeds each)")
-        retrain_run(cfg, top=retrain, measure=do_measure)
+        with _training_spinner(as_json) as progress:
+            retrain_run(cfg, top=retrain, measure=do_measure, progress=progress)
     if not as_json:
         err.print("writing outputs" + (" and measuring the winners" if do_measure else ""))
     res = write_outputs(cfg, measure=do_measure)
@@ -439,26 +443,12 @@ def retrain_cmd(
 
     Example: `nasctl retrain runs/x --top 3 --epochs 10 --seeds 3`
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from nasctl.search import load_config
     from nasctl.search.results import retrain_section
     from nasctl.search.retrain import retrain_run
 
     cfg = load_config(run_dir)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=as_json,
-    ) as bar:
-        task = bar.add_task("retraining", total=None)
-
-        def progress(p: dict) -> None:
-            bar.update(task, description=f"retraining trial {p['trial']}, seed {p['seed']}: {p['arch'][:50]}...")
-
+    with _training_spinner(as_json) as progress:
         out = retrain_run(cfg, top=top, epochs=epochs, seeds=seeds, measure=do_measure, progress=progress)
     _splice_report(run_dir / "report.md", retrain_section(run_dir))
     if as_json:
@@ -520,3 +510,27 @@ def _warn_other_machine(estimator: str) -> None:
     other = machine_mismatch(load_estimator(estimator).device)
     if other:
         Console(stderr=True).print(f"[yellow]warning:[/] {other}", highlight=False)
+
+
+@contextmanager
+def _training_spinner(disabled: bool) -> Iterator[Callable[[dict], None]]:
+    """A spinner on stderr naming the winner being retrained (trial, seed) or fine-tuned;
+    yields the ``progress`` callback ``retrain_run`` and ``finetune_if_asked`` call."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=disabled,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(p: dict) -> None:
+            what = "fine-tuning" if p.get("event") == "finetune" else "retraining"
+            seed = f", seed {p['seed']}" if "seed" in p else ""
+            bar.update(task, description=f"{what} trial {p['trial']}{seed}: {p['arch'][:50]}...")
+
+        yield progress
