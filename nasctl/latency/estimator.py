@@ -184,9 +184,8 @@ N_ROUNDS = 350
 # learn log(latency / baseline), so that a kernel larger than any in training is scaled
 # by the baseline instead of held at the largest leaf.
 # Every group has one but ``datamove`` (concat / split / shuffle / transpose / pad), whose
-# cost follows memory layout more than these terms: on a 600 s CPU measurement its
-# network-fold CV got worse with the baseline (35.7% -> 38.0% MAPE) while every other
-# group's improved or held (conv 16.0 -> 15.3, dwconv 20.9 -> 18.1, fc 42.4 -> 37.0).
+# cost follows memory layout more than these terms: its network-fold CV got worse with a
+# baseline while the other groups' improved (``bench/estimator_baseline.py``).
 BASELINE_TERMS = ("macs", "act_bytes", "params")
 NO_BASELINE = frozenset({"datamove"})
 
@@ -265,8 +264,16 @@ class LatencyEstimator:
 
     # ---- fitting ---------------------------------------------------------------------
     def fit(
-        self, table: MeasurementTable, folds: int = 5, quantiles: bool = False, seed: int = 0, progress=None
+        self,
+        table: MeasurementTable,
+        folds: int = 5,
+        quantiles: bool = False,
+        seed: int = 0,
+        progress=None,
+        no_baseline: frozenset[str] = NO_BASELINE,
     ) -> LatencyEstimator:
+        """One LightGBM regressor per kernel group on log(latency / the group's analytic
+        baseline); the groups in ``no_baseline`` learn log latency itself."""
         from nasctl.latency._lgb import lightgbm as lgb
 
         if len(table) == 0:
@@ -287,10 +294,10 @@ class LatencyEstimator:
                 progress(f"fitting {gname} ({len(idx)} rows)")
             if folds >= 2 and len(idx) >= 2 * folds:
                 nets = [table.model_ids[i] for i in idx] if len(table.model_ids) == len(table) else None
-                report[gname] = self._cross_validate(X, y, folds, seed, nets, gname not in NO_BASELINE)
+                report[gname] = self._cross_validate(X, y, folds, seed, nets, gname not in no_baseline)
             else:
                 report[gname] = {"n": len(idx)}
-            if gname not in NO_BASELINE:
+            if gname not in no_baseline:
                 baselines[gname] = fit_baseline(X, y)
             ds = lgb.Dataset(X, y - baseline_log(baselines.get(gname), X), feature_name=names, free_raw_data=False)
             self.boosters[gname] = lgb.train(_lgb_params(seed=seed), ds, num_boost_round=N_ROUNDS)
