@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from nasctl.latency.estimator import NO_BASELINE, LatencyEstimator, read_measurements  # noqa: E402
+from nasctl.latency.features import OP_GROUP  # noqa: E402
 
 SETTINGS = {"none": None, "all": frozenset(), "default": NO_BASELINE}  # None: every group without
 CACHE = Path(__file__).resolve().parent / "cache" / "estimator_baseline"
@@ -33,7 +34,7 @@ def main() -> None:
     ap.add_argument("--tag", default="run", help="cache folder name (one per CSV)")
     args = ap.parse_args()
     table = read_measurements([args.csv])
-    groups = sorted(set(LatencyEstimator().fit(table, folds=0).boosters))
+    groups = sorted({OP_GROUP.get(op, "unknown") for op in table.ops} - {"unknown"})
     no_baseline = SETTINGS[args.setting]
     t = time.perf_counter()
     est = LatencyEstimator().fit(table, folds=5, no_baseline=frozenset(groups) if no_baseline is None else no_baseline)

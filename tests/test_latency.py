@@ -323,6 +323,11 @@ def test_estimator_load_errors(tmp_path, sim_estimator):
     bad.write_text(json.dumps(data))
     with pytest.raises(NasctlError, match="not supported"):
         LatencyEstimator.load(bad)
+    data["schema"] = "nasctl.estimator/1"
+    data["baselines"] = {"conv": {"const": "x"}}
+    bad.write_text(json.dumps(data))
+    with pytest.raises(NasctlError, match="corrupt estimator baselines"):
+        LatencyEstimator.load(bad)
 
 
 def test_estimator_save_formats(sim_estimator, tmp_path):

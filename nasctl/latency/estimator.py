@@ -635,6 +635,13 @@ class LatencyEstimator:
             }
         except (lgb.basic.LightGBMError, KeyError, AttributeError) as exc:
             raise NasctlError(f"{path}: corrupt estimator models ({str(exc).splitlines()[0]})") from None
+        base = data.get("baselines", {})
+        keys = {"const", *BASELINE_TERMS}
+        if not isinstance(base, dict) or not all(
+            isinstance(b, dict) and set(b) == keys and all(isinstance(v, int | float) for v in b.values())
+            for b in base.values()
+        ):
+            raise NasctlError(f"{path}: corrupt estimator baselines (each needs numeric {', '.join(sorted(keys))})")
         est.meta = data
         return est
 
