@@ -42,7 +42,7 @@ from common import save  # noqa: E402
 
 from nasctl import zoo  # noqa: E402
 from nasctl.latency.api import estimate_onnx  # noqa: E402
-from nasctl.latency.estimator import LatencyEstimator, MeasurementTable, accuracy_metrics, read_measurements  # noqa: E402
+from nasctl.latency.estimator import LatencyEstimator, accuracy_metrics, read_measurements  # noqa: E402
 from nasctl.latency.measure import NoiseMonitor, time_onnx_runs  # noqa: E402
 from nasctl.latency.randnet import family_from_network_name  # noqa: E402
 
@@ -74,18 +74,6 @@ def zoo_pass(files: dict[str, Path], threads: int) -> dict[str, dict[str, float]
             print(f"\r  timed {i + 1}/{len(files)}", end="", flush=True)
     print()
     return out
-
-
-def subset(table: MeasurementTable, keep_ids: set[str]) -> MeasurementTable:
-    idx = [i for i, m in enumerate(table.model_ids) if m in keep_ids]
-    return MeasurementTable(
-        [table.ops[i] for i in idx],
-        table.X[idx],
-        table.y[idx],
-        [r for r in table.model_rows if r["model_id"] in keep_ids],
-        table.device,
-        [table.model_ids[i] for i in idx],
-    )
 
 
 def network_family(model_id: str) -> str | None:
@@ -218,7 +206,7 @@ def main() -> None:
         pred, trained_without = {}, {}
         for family, names in zoo.FAMILIES.items():
             keep = {m for m, f in fams.items() if f != family}
-            est = LatencyEstimator().fit(subset(table, keep), folds=0)
+            est = LatencyEstimator().fit(table.subset(keep), folds=0)
             trained_without[family] = len(ids) - len(keep)
             pred.update(on_zoo(est, [n for n in names if n in files]))
             print(f"  {family}: {len(ids) - len(keep)} networks left out")

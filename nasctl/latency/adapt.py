@@ -38,12 +38,15 @@ import numpy as np
 
 from nasctl.errors import NasctlError
 from nasctl.latency.estimator import (
+    MIN_NODE_FIT,
     LatencyEstimator,
     MeasurementTable,
     accuracy_metrics,
     corrected,
     network_total,
+    profiler_node_cost,
     read_measurements,
+    without_profiler_cost,
 )
 from nasctl.latency.features import OP_GROUP
 
@@ -84,12 +87,27 @@ def _network_index(table: MeasurementTable) -> tuple[list[str], dict[str, np.nda
     return names, {m: np.flatnonzero(ids == m) for m in names}, models
 
 
+def comparable(est: LatencyEstimator, table: MeasurementTable) -> tuple[MeasurementTable, dict[str, float]]:
+    """``table``'s kernel times as ``est`` learnt them: where ``est`` was fitted with the
+    profiler's per-node cost taken off, the same is done here, with the cost fitted on
+    ``table``'s own networks (this machine's), or ``est``'s where they are too few.
+    Returns (the table, the cost used)."""
+    fitted = est.meta.get("overhead", {}).get("profiler", {})
+    if not fitted.get("per_node_ms"):
+        return table, {"per_node_ms": 0.0, "n": 0}
+    cost = profiler_node_cost(table)
+    if cost["n"] < MIN_NODE_FIT:
+        cost = dict(fitted)
+    return without_profiler_cost(table, cost["per_node_ms"]), cost
+
+
 def corrections(est: LatencyEstimator, table: MeasurementTable) -> dict[str, Any]:
     """The per-kernel-type corrections and the per-network overhead fitted on ``table``."""
+    table, cost = comparable(est, table)
     raw = est.predict_rows(table.ops, table.X, adapted=False)
     groups = np.array([OP_GROUP.get(op, "unknown") for op in table.ops])
     lp = np.log(raw)
-    overhead = LatencyEstimator._fit_overhead(table)
+    overhead = LatencyEstimator._fit_overhead(table) | {"profiler": cost}
     if overhead.get("n", 0) < 5:
         overhead = est.meta.get("overhead", {})
     return {"groups": _fit_groups(groups, lp, np.log(table.y) - lp), "overhead": overhead}
@@ -98,6 +116,7 @@ def corrections(est: LatencyEstimator, table: MeasurementTable) -> dict[str, Any
 def expected_error(est: LatencyEstimator, table: MeasurementTable) -> dict[str, Any]:
     """Leave-one-network-out: each reference network predicted with corrections (and the
     overhead) fitted on the others' rows; the unadapted estimator on the same networks."""
+    table, _ = comparable(est, table)
     names, rows_of, models = _network_index(table)
     raw = est.predict_rows(table.ops, table.X, adapted=False)
     groups = np.array([OP_GROUP.get(op, "unknown") for op in table.ops])

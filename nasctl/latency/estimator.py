@@ -56,9 +56,30 @@ class MeasurementTable:
     model_rows: list[dict[str, Any]] = field(default_factory=list)
     device: dict[str, Any] = field(default_factory=dict)
     model_ids: list[str] = field(default_factory=list)  # per kernel row: the network it was timed in
+    # per kernel row: the onnxruntime nodes charged to it when profiled (NaN: not recorded)
+    nodes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ops)
+
+    def node_counts(self) -> np.ndarray:
+        """Per kernel row, the profiled onnxruntime nodes it holds; NaN where unknown."""
+        if self.nodes is None or len(self.nodes) != len(self.ops):
+            return np.full(len(self.ops), np.nan)
+        return np.asarray(self.nodes, dtype=float)
+
+    def subset(self, keep_ids: set[str]) -> MeasurementTable:
+        """The rows (kernel and whole-model) of the networks named in ``keep_ids``."""
+        idx = [i for i, m in enumerate(self.model_ids) if m in keep_ids]
+        return MeasurementTable(
+            [self.ops[i] for i in idx],
+            self.X[idx],
+            self.y[idx],
+            [r for r in self.model_rows if r["model_id"] in keep_ids],
+            self.device,
+            [self.model_ids[i] for i in idx],
+            self.node_counts()[idx],
+        )
 
 
 def read_measurements(paths: list[str | Path]) -> MeasurementTable:
@@ -69,6 +90,7 @@ def read_measurements(paths: list[str | Path]) -> MeasurementTable:
     ids: list[str] = []
     rows: list[list[float]] = []
     ys: list[float] = []
+    nodes: list[float] = []
     model_rows: list[dict[str, float]] = []
     device: dict[str, Any] = {}
     for path in map(Path, paths):
@@ -99,11 +121,12 @@ def read_measurements(paths: list[str | Path]) -> MeasurementTable:
                                 "latency_ms": lat,
                                 "kernel_sum_ms": float(row.get("kernel_sum_ms") or "nan"),
                                 "n_kernels": float(row.get("n_kernels") or "nan"),
+                                "n_nodes": float(row.get("n_nodes") or "nan"),
                                 "model_id": f"{path}:{row.get('model_id') or ''}",
                             }
                         )
                     except ValueError:
-                        raise NasctlError(f"{path}:{line}: bad kernel_sum_ms / n_kernels") from None
+                        raise NasctlError(f"{path}:{line}: bad kernel_sum_ms / n_kernels / n_nodes") from None
                     continue
                 values = []
                 for f in FEATURES:
@@ -114,6 +137,10 @@ def read_measurements(paths: list[str | Path]) -> MeasurementTable:
                     if not math.isfinite(v):
                         raise NasctlError(f"{path}:{line}: {f} is NaN or infinite")
                     values.append(v)
+                try:
+                    nodes.append(float(row.get("n_nodes") or "nan"))
+                except ValueError:
+                    raise NasctlError(f"{path}:{line}: n_nodes is not a number ({row['n_nodes']!r})") from None
                 ops.append(row["op"])
                 ids.append(f"{path}:{row.get('model_id') or ''}" if row.get("model_id") else "")
                 rows.append(values)
@@ -127,7 +154,50 @@ def read_measurements(paths: list[str | Path]) -> MeasurementTable:
             except (json.JSONDecodeError, AttributeError):
                 device = {}
     X = np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURES))
-    return MeasurementTable(ops, X, np.array(ys), model_rows, device, ids)
+    return MeasurementTable(ops, X, np.array(ys), model_rows, device, ids, np.array(nodes, dtype=float))
+
+
+# onnxruntime's profiler adds a cost to every node it times, within the node's own time:
+# on a 2-core VM, ShuffleNetV2 (455 nodes for 118 kernels, a third of them shape
+# arithmetic) profiled at 10.3 ms summed over its nodes and ran in 7.7 ms unprofiled,
+# while MobileNetV2 (56 nodes, 55 kernels) summed to what it ran in. A cost per kernel
+# cannot tell the two apart; one per node can.
+MIN_NODE_FIT = 20  # networks with node counts needed to fit the per-node cost
+NODE_FLOOR = 0.1  # a kernel keeps at least this share of its profiled time
+
+
+def profiler_node_cost(table: MeasurementTable) -> dict[str, float]:
+    """The profiler's cost per onnxruntime node (ms), read off the whole-model rows:
+    ``wall = a * (profiled kernel sum) + b + d * n_nodes`` in relative error, cost
+    ``-d / a`` (at least 0). ``{"per_node_ms": 0}`` when fewer than ``MIN_NODE_FIT``
+    networks have node counts (CSVs measured before they were recorded)."""
+    rows = [
+        r
+        for r in table.model_rows
+        if all(math.isfinite(r.get(k, math.nan)) for k in ("kernel_sum_ms", "n_nodes")) and r["n_nodes"] > 0
+    ]
+    if len(rows) < MIN_NODE_FIT:
+        return {"per_node_ms": 0.0, "n": len(rows)}
+    A = np.array([[r["kernel_sum_ms"], 1.0, r["n_nodes"]] for r in rows])
+    y = np.array([r["latency_ms"] for r in rows])
+    coef, *_ = np.linalg.lstsq(A / y[:, None], np.ones(len(y)), rcond=None)
+    cost = float(max(0.0, -coef[2] / coef[0])) if coef[0] > 0 else 0.0
+    return {"per_node_ms": cost, "n": len(rows)}
+
+
+def without_profiler_cost(table: MeasurementTable, per_node_ms: float) -> MeasurementTable:
+    """``table`` with ``per_node_ms`` taken off every kernel row per profiled node it holds
+    (keeping at least ``NODE_FLOOR`` of its time), and each whole-model row's kernel sum
+    lowered by what its kernel rows lost. Rows without node counts are left as they are."""
+    if per_node_ms <= 0:
+        return table
+    n = np.nan_to_num(table.node_counts(), nan=0.0)
+    y = np.maximum(table.y - per_node_ms * n, NODE_FLOOR * table.y)
+    lost: dict[str, float] = {}
+    for m, d in zip(table.model_ids, table.y - y, strict=True):
+        lost[m] = lost.get(m, 0.0) + float(d)
+    rows = [r | {"kernel_sum_ms": r["kernel_sum_ms"] - lost.get(r["model_id"], 0.0)} for r in table.model_rows]
+    return MeasurementTable(table.ops, table.X, y, rows, table.device, table.model_ids, table.nodes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,11 +343,15 @@ class LatencyEstimator:
         no_baseline: frozenset[str] = NO_BASELINE,
     ) -> LatencyEstimator:
         """One LightGBM regressor per kernel group on log(latency / the group's analytic
-        baseline); the groups in ``no_baseline`` learn log latency itself."""
+        baseline); the groups in ``no_baseline`` learn log latency itself. Where the CSV
+        records profiled node counts, the profiler's per-node cost is taken off the kernel
+        times first (``profiler_node_cost``): the kernels learn what they cost unprofiled."""
         from nasctl.latency._lgb import lightgbm as lgb
 
         if len(table) == 0:
             raise NasctlError("no kernel measurements to fit")
+        node_cost = profiler_node_cost(table)
+        table = without_profiler_cost(table, node_cost["per_node_ms"])
         groups = np.array([OP_GROUP.get(op, "unknown") for op in table.ops])
         self.boosters, self.quantiles = {}, {}
         report: dict[str, Any] = {}
@@ -323,7 +397,7 @@ class LatencyEstimator:
             "cv_overall": self._overall(report),
             "ranges": ranges,
             "roofline": self._fit_roofline(table),
-            "overhead": self._fit_overhead(table),
+            "overhead": self._fit_overhead(table) | {"profiler": node_cost},
             "baselines": baselines,
         }
         return self

@@ -62,6 +62,7 @@ CSV_COLUMNS = (
     "onnx_op",
     "kernel_sum_ms",
     "n_kernels",
+    "n_nodes",
 )
 FAIL_FAST = 20  # stop early when the first this many networks all fail to export
 DEFAULT_SPACES = ("mobilenetv2_32.yaml", "mobilenetv2_32_uncurated.yaml", "mobilenetv2_224.yaml")
@@ -172,11 +173,12 @@ def profile_kernels(
     max_s: float = NETWORK_MAX_S,
     tmpdir: str | None = None,
     max_runs: int = 300,
-) -> tuple[np.ndarray, np.ndarray, int, float, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, int, float, np.ndarray, np.ndarray, np.ndarray]:
     """Per-kernel median/std latency (ms) from onnxruntime's profiler, the number of
     profiled runs, the share of node time that had to be charged to a neighbouring
-    kernel, the per-kernel (p10, p90) as a (kernels, 2) array, and the wall-clock times
-    (ms) of the same model run *without* the profiler. Profiled and plain runs alternate
+    kernel, the per-kernel (p10, p90) as a (kernels, 2) array, the number of onnxruntime
+    nodes (after its graph optimisations) charged to each kernel, and the wall-clock
+    times (ms) of the same model run *without* the profiler. Profiled and plain runs alternate
     in chunks, so that both see the same machine; they repeat until the median of each is
     known within ``target_ci`` (relative), or ``max_s`` seconds have passed."""
     prefix = str(Path(tmpdir or tempfile.gettempdir()) / "nasctl_prof")
@@ -240,7 +242,9 @@ def profile_kernels(
         for e, o in zip(chunk, resolved, strict=True):
             times[r, o] += e["dur"] / 1e3
     bands = np.quantile(times, [0.1, 0.9], axis=0).T
-    return np.median(times, axis=0), np.std(times, axis=0), runs, unmatched_us / total_us, bands, np.array(plain_times)
+    counts = np.bincount(resolved, minlength=len(kernels))
+    median, std = np.median(times, axis=0), np.std(times, axis=0)
+    return median, std, runs, unmatched_us / total_us, bands, counts, np.array(plain_times)
 
 
 # ---------------------------------------------------------------------------------------
@@ -474,6 +478,7 @@ def _row(
     model_id: str,
     band: tuple[float, float] | None = None,
     reference: float | str = "",
+    nodes: int | str = "",
 ) -> dict[str, Any]:
     r = kernel_row(k)
     r.update(
@@ -489,6 +494,7 @@ def _row(
         onnx_op=k.onnx_op,
         kernel_sum_ms="",
         n_kernels="",
+        n_nodes=nodes,
     )
     return r
 
@@ -578,6 +584,7 @@ def measure(
                 if kernels is not None and [k.key() for k in kernels] != [k.key() for k in ks]:
                     raise RuntimeError(f"kernel IR paths disagree on {name}")  # a bug, not bad input
             rows: list[dict[str, Any]] = []
+            prof = None
             if sim is not None:
                 lat = [sim.latency_ms(k) for k in ks]
                 rows = [_row(k, t, 0.0, 1, "simulated", name) for k, t in zip(ks, lat, strict=True)]
@@ -613,11 +620,11 @@ def measure(
                     main = max(ks, key=lambda k: k.macs + k.bytes)
                     rows = [_row(main, wall, wall_std, runs, "isolated", name, wall_band, ref)]
                 else:
-                    med, std, kruns, un, bands, _ = prof
+                    med, std, kruns, un, bands, counts, _ = prof
                     unmatched.append(un)
                     rows = [
-                        _row(k, float(m), float(sd), kruns, "in-context", name, tuple(b), ref)
-                        for k, m, sd, b in zip(ks, med, std, bands, strict=True)
+                        _row(k, float(m), float(sd), kruns, "in-context", name, tuple(b), ref, int(c))
+                        for k, m, sd, b, c in zip(ks, med, std, bands, counts, strict=True)
                         if m > 0
                     ]
             if mode == "models":
@@ -637,6 +644,7 @@ def measure(
                         "onnx_op": "",
                         "kernel_sum_ms": float(sum(r["latency_ms"] for r in rows)),
                         "n_kernels": len(ks),
+                        "n_nodes": sum(r["n_nodes"] for r in rows) if prof is not None else "",
                     }
                 )
             writer.writerows(rows)
