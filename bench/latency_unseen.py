@@ -21,8 +21,11 @@ The measured latency of a network is the median of its three passes; the same-ru
 floor is each pass against the median of the other two (MAPE), reported beside every
 error. Stages are cached under ``bench/cache/latency_unseen/TAG`` and a re-run resumes;
 ``--refit`` fits and scores again from the cached timings (``fit`` and ``lofo`` only).
+``--no-node-cost``, on a finished run, is the control for the profiler's per-node cost:
+the full and the leave-one-family-out estimators fitted again on the same timings with
+the cost left in the kernel times, saved as ``latency_unseen_no_node_cost.json``.
 
-    python bench/latency_unseen.py [--budget 600] [--seed 1] [--tag run1] [--refit]
+    python bench/latency_unseen.py [--budget 600] [--seed 1] [--tag run1] [--refit] [--no-node-cost]
 """
 
 from __future__ import annotations
@@ -111,13 +114,20 @@ def main() -> None:
         help="fit the estimator and leave-one-family-out again from the cached measurements "
         "(after a change to the estimator); every timing is kept",
     )
+    ap.add_argument(
+        "--no-node-cost",
+        action="store_true",
+        help="on a finished run: fit again without taking the profiler's per-node cost off the kernel "
+        "times (the control), results in latency_unseen_no_node_cost.json",
+    )
     args = ap.parse_args()
     cache = ROOT / "bench" / "cache" / "latency_unseen" / args.tag
+    variant = "_no_node_cost" if args.no_node_cost else ""
     (cache / "zoo").mkdir(parents=True, exist_ok=True)
     state_path = cache / "state.json"
     state: dict = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if args.refit:
-        for stage in ("fit", "lofo"):
+        for stage in ("lofo" + variant,) if variant else ("fit", "lofo"):
             state.pop(stage, None)
 
     def done(stage: str, value) -> None:
@@ -135,6 +145,8 @@ def main() -> None:
     for stage in ("zoo-1", "measure", "fit", "zoo-2", "quick", "zoo-3"):
         if stage in state:
             continue
+        if variant:
+            raise SystemExit(f"--no-node-cost needs a finished run of --tag {args.tag} (stage {stage} missing)")
         print(f"stage {stage}")
         if stage.startswith("zoo-"):
             done(stage, zoo_pass(files, args.threads))
@@ -193,25 +205,30 @@ def main() -> None:
     def on_zoo(est: LatencyEstimator, names=None) -> dict[str, float]:
         return {n: estimate_onnx(files[n], est).latency_ms for n in (names or files)}
 
-    full = LatencyEstimator.load(est_path)
+    node_cost = not args.no_node_cost
+    if node_cost:
+        full = LatencyEstimator.load(est_path)
+    else:
+        full = LatencyEstimator().fit(read_measurements([measure_csv]), folds=0, node_cost=False)
     raw_measured, raw_noise = truth(None)
     results: dict = {"passes": passes, "measured_ms": raw_measured, "noise_floor_pct": raw_noise}
     results["full"] = score(full, on_zoo(full))
 
-    if "lofo" not in state:
-        print("stage lofo")
+    lofo = "lofo" + variant
+    if lofo not in state:
+        print(f"stage {lofo}")
         table = read_measurements([measure_csv])
         ids = {r["model_id"] for r in table.model_rows} | set(table.model_ids)
         fams = {m: network_family(m) for m in ids}
         pred, trained_without = {}, {}
         for family, names in zoo.FAMILIES.items():
             keep = {m for m, f in fams.items() if f != family}
-            est = LatencyEstimator().fit(table.subset(keep), folds=0)
+            est = LatencyEstimator().fit(table.subset(keep), folds=0, node_cost=node_cost)
             trained_without[family] = len(ids) - len(keep)
             pred.update(on_zoo(est, [n for n in names if n in files]))
             print(f"  {family}: {len(ids) - len(keep)} networks left out")
-        done("lofo", {"pred": pred, "networks_left_out": trained_without})
-    results["lofo"] = score(full, state["lofo"]["pred"]) | {"networks_left_out": state["lofo"]["networks_left_out"]}
+        done(lofo, {"pred": pred, "networks_left_out": trained_without})
+    results["lofo"] = score(full, state[lofo]["pred"]) | {"networks_left_out": state[lofo]["networks_left_out"]}
     shipped = LatencyEstimator.load(ROOT / "estimators" / f"{args.shipped}.json.gz")
     results["shipped"] = score(shipped, on_zoo(shipped))
     quick = LatencyEstimator.load(quick_path)
@@ -221,9 +238,9 @@ def main() -> None:
         "groups": state["quick"]["groups"],
     }
     results["measure"] = state["measure"]
-    results["fit"] = state["fit"]
+    results["fit"] = state["fit"] if node_cost else {"overhead": full.meta["overhead"], "cv": "not run (folds=0)"}
     config = vars(args) | {"resolution": RES, "passes": PASSES, "zoo": sorted(files), "families": zoo.FAMILIES}
-    save("latency_unseen", results, config)
+    save("latency_unseen" + variant, results, config)
     keys = ("lofo", "full", "shipped", "quick")
     for view in ("raw", "at_reference_speed"):
         print(f"-- {view}")

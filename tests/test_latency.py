@@ -424,6 +424,11 @@ def test_measurement_csv_errors(tmp_path, sim_csv):
     bad[3]["macs"] = "nan"
     with pytest.raises(NasctlError, match="macs is NaN"):
         read_measurements([_write_csv(tmp_path / "bad.csv", bad)])
+    bad[3]["macs"], bad[4]["n_nodes"] = "1", "two"
+    with pytest.raises(NasctlError, match="n_nodes is not a number"):
+        read_measurements([_write_csv(tmp_path / "bad.csv", bad)])
+    old = read_measurements([_write_csv(tmp_path / "old.csv", rows, [c for c in CSV_COLUMNS if c != "n_nodes"])])
+    assert np.isnan(old.node_counts()).all()  # CSVs from before node counts: read, counts unknown
 
 
 # ---------------------------------------------------------------- CLI

@@ -4,6 +4,7 @@ figure), the derived kernel features, and ``measure --quick`` (adapting an estim
 import csv
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,13 @@ from nasctl.cli import app
 from nasctl.latency import measure as measure_mod
 from nasctl.latency.adapt import corrections, expected_error
 from nasctl.latency.api import estimate_onnx
-from nasctl.latency.estimator import LatencyEstimator, MeasurementTable, read_measurements
+from nasctl.latency.estimator import (
+    LatencyEstimator,
+    MeasurementTable,
+    accuracy_metrics,
+    profiler_node_cost,
+    read_measurements,
+)
 from nasctl.latency.features import DERIVED, FEATURES, OP_CODES, with_derived
 from nasctl.latency.measure import NoiseMonitor, measure, median_ci, timed_runs
 from nasctl.nn.export import export_onnx
@@ -115,6 +122,11 @@ def test_measure_rescales_to_the_reference_speed_and_remeasures_unsteady_network
     # bursts: three of b, then b and 1.3 b alternating: the median is b, each network's mean 1.15 b
     assert {round(speed / float(r["reference_ms"]), 4) for r in rows} == {round(1 / 1.15, 4)}
     assert len(read_measurements([out])) > 10
+    # the profiled onnxruntime nodes: at least one per kernel row, the network's total on its row
+    for m in {r["model_id"] for r in rows}:
+        kernel_nodes = [int(r["n_nodes"]) for r in rows if r["model_id"] == m and r["op"] != "model"]
+        (model,) = [r for r in rows if r["model_id"] == m and r["op"] == "model"]
+        assert min(kernel_nodes) >= 1 and int(model["n_nodes"]) == sum(kernel_nodes)
 
 
 def test_quiet_measure_does_not_warn(tmp_path, space_only, monkeypatch):
@@ -171,6 +183,55 @@ def test_quick_corrections_recover_another_machine(tmp_path, space_only):
     err = expected_error(est, other)
     assert err["networks"] >= 30
     assert err["unadapted"]["mape"] > 15 and err["adapted"]["mape"] < err["unadapted"]["mape"] / 3
+
+
+def _profiled(table: MeasurementTable, per_node_ms: float, seed: int = 0) -> MeasurementTable:
+    """``table``'s networks as onnxruntime's profiler reports them: every kernel row holds
+    1 or 2 nodes, in half the networks 1 to 8 (a shuffle network's shape arithmetic), and
+    its time grows by ``per_node_ms`` per node; the whole-model rows keep the wall time."""
+    rng = np.random.default_rng(seed)
+    heavy = {m: rng.random() < 0.5 for m in sorted(set(table.model_ids))}
+    nodes = np.array([1 + rng.integers(0, 8 if heavy[m] else 2) for m in table.model_ids], dtype=float)
+    y = table.y + per_node_ms * nodes
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for m, v, n in zip(table.model_ids, y, nodes, strict=True):
+        sums[m], counts[m] = sums.get(m, 0.0) + v, counts.get(m, 0.0) + n
+    rows = [r | {"kernel_sum_ms": sums[r["model_id"]], "n_nodes": counts[r["model_id"]]} for r in table.model_rows]
+    return MeasurementTable(table.ops, table.X, y, rows, table.device, table.model_ids, nodes)
+
+
+def _network_mape(est: LatencyEstimator, table: MeasurementTable) -> float:
+    ids = np.array(table.model_ids)
+    pred, true = [], []
+    for r in table.model_rows:
+        idx = np.flatnonzero(ids == r["model_id"])
+        ms = est.predict_rows([table.ops[i] for i in idx], table.X[idx])
+        pred.append(float(est._total(ms.sum(), len(idx))))
+        true.append(r["latency_ms"])
+    return accuracy_metrics(np.array(pred), np.array(true))["mape"]
+
+
+def test_the_profilers_per_node_cost_is_taken_off_kernel_times(tmp_path, space_only):
+    """Networks whose kernels hold many profiled nodes read slow in the profiler and run
+    at their kernels' own cost: the fit reads the per-node cost off the whole-model rows,
+    learns kernel times without it, and estimates the networks' wall time; a fit blind to
+    the node counts (CSVs from before they were recorded) cannot. ``--quick`` on the same
+    machine then finds nothing to correct."""
+    out = tmp_path / "sim.csv"
+    measure(out, device="sim-npu", time_budget=60, max_networks=60, seed=5, space_files=space_only)
+    table = read_measurements([out])
+    cost = 0.5 * float(np.median(table.y))
+    profiled = _profiled(table, cost)
+    est = LatencyEstimator().fit(profiled, folds=0)
+    assert est.meta["overhead"]["profiler"]["per_node_ms"] == pytest.approx(cost, rel=0.05)
+    blind = LatencyEstimator().fit(replace(profiled, nodes=None), folds=0)
+    aware, unaware = _network_mape(est, table), _network_mape(blind, table)
+    assert aware < 5 and unaware > 3 * aware, (aware, unaware)
+    groups = corrections(est, profiled)["groups"]
+    assert all(abs(g["shift"]) < 0.1 for g in groups.values() if g["n"] >= 20), groups
+    few = replace(profiled, model_rows=profiled.model_rows[:10])
+    assert profiler_node_cost(few) == {"per_node_ms": 0.0, "n": 10}
 
 
 def test_cli_measure_quick_adapts_the_shipped_estimator(tmp_path, monkeypatch):

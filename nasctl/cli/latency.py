@@ -240,6 +240,16 @@ def fit_estimator(
             f"{m.get('spearman', float('nan')):.3f}",
         )
     console.print(t)
+    o = est.meta["overhead"]
+    if o.get("n", 0) >= 5:
+        line = (
+            f"whole network = {o['scale']:.3f} x kernel sum + {o['intercept_ms']:.3f} ms "
+            f"+ {o['per_kernel_ms'] * 1e3:.1f} us per kernel ({o['n']} networks)"
+        )
+        cost = o.get("profiler", {}).get("per_node_ms", 0.0)
+        if cost:
+            line += f"; the profiler's {cost * 1e3:.1f} us per onnxruntime node taken off kernel times"
+        console.print(line)
     dev = est.device
     label = " (SIMULATED)" if dev.get("simulated") else ""
     console.print(f"wrote {out} (device: {dev.get('device', '?')}{label})")

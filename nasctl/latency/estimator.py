@@ -5,7 +5,8 @@
   group; optional 10% / 90% quantile models for an uncertainty band; a roofline fallback
   (peak MAC rate, bandwidth and per-kernel overhead, read off the data) for kernel types
   without a model, never 0 ms; and, where the CSV holds whole-model rows, the per-model
-  overhead ``total = a * sum(kernels) + b + c * n_kernels``.
+  overhead ``total = a * sum(kernels) + b + c * n_kernels``, after the profiler's cost
+  per onnxruntime node is taken off the kernel times (where the CSV counts nodes).
 * ``predict(kernels)`` / ``predict_many([kernels, ...])``: batch prediction.
 * ``save(path)`` / ``load(path)``: JSON holding LightGBM *text* models, the schema version,
   feature names, training ranges, the CV report and the device metadata. No pickle.
@@ -170,7 +171,10 @@ def profiler_node_cost(table: MeasurementTable) -> dict[str, float]:
     """The profiler's cost per onnxruntime node (ms), read off the whole-model rows:
     ``wall = a * (profiled kernel sum) + b + d * n_nodes`` in relative error, cost
     ``-d / a`` (at least 0). ``{"per_node_ms": 0}`` when fewer than ``MIN_NODE_FIT``
-    networks have node counts (CSVs measured before they were recorded)."""
+    networks, or no kernel row, have node counts (CSVs measured before they were
+    recorded)."""
+    if not np.isfinite(table.node_counts()).any():
+        return {"per_node_ms": 0.0, "n": 0}
     rows = [
         r
         for r in table.model_rows
@@ -341,16 +345,18 @@ class LatencyEstimator:
         seed: int = 0,
         progress=None,
         no_baseline: frozenset[str] = NO_BASELINE,
+        node_cost: bool = True,
     ) -> LatencyEstimator:
         """One LightGBM regressor per kernel group on log(latency / the group's analytic
         baseline); the groups in ``no_baseline`` learn log latency itself. Where the CSV
         records profiled node counts, the profiler's per-node cost is taken off the kernel
-        times first (``profiler_node_cost``): the kernels learn what they cost unprofiled."""
+        times first (``profiler_node_cost``; ``node_cost=False`` leaves it on): the kernels
+        learn what they cost unprofiled."""
         from nasctl.latency._lgb import lightgbm as lgb
 
         if len(table) == 0:
             raise NasctlError("no kernel measurements to fit")
-        node_cost = profiler_node_cost(table)
+        node_cost = profiler_node_cost(table) if node_cost else {"per_node_ms": 0.0, "n": 0}
         table = without_profiler_cost(table, node_cost["per_node_ms"])
         groups = np.array([OP_GROUP.get(op, "unknown") for op in table.ops])
         self.boosters, self.quantiles = {}, {}

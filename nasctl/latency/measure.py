@@ -11,7 +11,8 @@ thread count). Two modes, both writing the same columns:
   kernel). A kernel's latency is its median over the runs. The whole network's
   wall-clock median, without the profiler, in runs alternating with the profiled ones,
   is recorded too, as an ``op=model`` row, so that the estimator can learn the
-  per-model overhead.
+  per-model overhead. Every row also counts the onnxruntime nodes it was profiled as
+  (``n_nodes``): the profiler costs something per node, which the fit takes off.
 
 A shared machine is noisy. Repeats adapt until each median is known to 2%; a fixed
 reference network timed before and after every network tracks the machine's speed: the
