@@ -131,11 +131,21 @@ def latency_unseen(d: dict) -> str:
         per.append(cells)
     out.append(_table(["model", "measured ms (raw)", "LOFO", "full", "shipped", "quick", "noise (raw)"], per))
     cv = d["fit"]["report"].get("cv", {})
+
+    def weight(c: dict) -> list[str]:
+        if "median_ms" not in c:
+            return []
+        return [f"{c['median_ms']:.3f}", f"{100 * c['time_share']:.1f}%", f"{c['mae_ms'] * 1e3:.0f}"]
+
+    weighed = any("median_ms" in c for c in cv.values())
     out.append(
         _table(
-            ["kernel", "rows", "CV MAPE", "within ±10%", "Spearman"],
+            ["kernel", "rows"]
+            + (["median ms", "share of time", "CV mean abs error µs"] if weighed else [])
+            + ["CV MAPE", "within ±10%", "Spearman"],
             [
-                [g, str(c["n"]), f"{c['mape']:.1f}%", f"{c['acc10']:.0f}%", f"{c.get('spearman', float('nan')):.3f}"]
+                [g, str(c["n"]), *weight(c)]
+                + [f"{c['mape']:.1f}%", f"{c['acc10']:.0f}%", f"{c.get('spearman', float('nan')):.3f}"]
                 for g, c in sorted(cv.items(), key=lambda kv: -kv[1]["n"])
                 if "mape" in c
             ],

@@ -284,6 +284,11 @@ def test_estimator_learns_the_simulator(sim_estimator):
     true = np.array([SimNPU(16).model_latency_ms(kernels_from_arch(a)) for a in archs])
     m = accuracy_metrics(pred, true)
     assert m["mape"] < 10 and m["spearman"] > 0.9, m
+    # the CV report weighs each kernel type: its median time and share of all kernel time
+    cv = est.meta["cv"]
+    assert sum(c["time_share"] for c in cv.values()) == pytest.approx(1.0, abs=0.02)
+    assert cv["conv"]["time_share"] > cv["gap"]["time_share"] and cv["conv"]["median_ms"] > 0
+    assert cv["conv"]["mae_ms"] > 0
 
 
 def test_estimator_scales_kernels_beyond_its_training_range():

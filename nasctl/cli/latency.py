@@ -223,7 +223,8 @@ def fit_estimator(
         print_json(report)
         return
     t = Table(title=f"{folds}-fold cross-validation per kernel type", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("kernel", "rows", "RMSPE %", "MAPE %", "+-5 %", "+-10 %", "+-15 %", "Spearman"):
+    cols = ("kernel", "rows", "median ms", "time %", "RMSPE %", "MAPE %", "+-5 %", "+-10 %", "+-15 %", "Spearman")
+    for col in cols:
         t.add_column(col, justify="left" if col == "kernel" else "right")
     rows = list(est.meta["cv"].items()) + [("all", est.meta["cv_overall"])]
     for g, m in rows:
@@ -232,6 +233,8 @@ def fit_estimator(
         t.add_row(
             g,
             str(m["n"]),
+            f"{m['median_ms']:.3f}" if "median_ms" in m else "",
+            f"{100 * m['time_share']:.1f}" if "time_share" in m else "",
             f"{m['rmspe']:.1f}",
             f"{m['mape']:.1f}",
             f"{m['acc5']:.0f}",

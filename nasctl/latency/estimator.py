@@ -377,6 +377,12 @@ class LatencyEstimator:
                 report[gname] = self._cross_validate(X, y, folds, seed, nets, gname not in no_baseline)
             else:
                 report[gname] = {"n": len(idx)}
+            # how much the group weighs: a kernel type of microsecond kernels can have a
+            # large relative error and matter little to a network's total
+            report[gname] |= {
+                "median_ms": float(np.median(table.y[idx])),
+                "time_share": float(table.y[idx].sum() / table.y.sum()),
+            }
             if gname not in no_baseline:
                 baselines[gname] = fit_baseline(X, y)
             ds = lgb.Dataset(X, y - baseline_log(baselines.get(gname), X), feature_name=names, free_raw_data=False)
@@ -442,7 +448,7 @@ class LatencyEstimator:
                 num_boost_round=N_ROUNDS,
             )
             pred[test] = b.predict(X[test], num_threads=1) + baseline_log(base, X[test])
-        return accuracy_metrics(np.exp(pred), np.exp(y))
+        return accuracy_metrics(np.exp(pred), np.exp(y)) | {"mae_ms": float(np.mean(np.abs(np.exp(pred) - np.exp(y))))}
 
     @staticmethod
     def _overall(report: dict[str, Any]) -> dict[str, float]:
