@@ -249,9 +249,9 @@ def fit_estimator(
             f"whole network = {o['scale']:.3f} x kernel sum + {o['intercept_ms']:.3f} ms "
             f"+ {o['per_kernel_ms'] * 1e3:.1f} us per kernel ({o['n']} networks)"
         )
-        cost = o.get("profiler", {}).get("per_node_ms", 0.0)
+        cost = o.get("profiler", {}).get("per_extra_node_ms", 0.0)
         if cost:
-            line += f"; the profiler's {cost * 1e3:.1f} us per onnxruntime node taken off kernel times"
+            line += f"; profiler cost taken off kernel times: {cost * 1e3:.1f} us per node beyond a kernel's first"
         console.print(line)
     dev = est.device
     label = " (SIMULATED)" if dev.get("simulated") else ""

@@ -89,16 +89,16 @@ def _network_index(table: MeasurementTable) -> tuple[list[str], dict[str, np.nda
 
 def comparable(est: LatencyEstimator, table: MeasurementTable) -> tuple[MeasurementTable, dict[str, float]]:
     """``table``'s kernel times as ``est`` learnt them: where ``est`` was fitted with the
-    profiler's per-node cost taken off, the same is done here, with the cost fitted on
+    profiler's cost per extra node taken off, the same is done here, with the cost fitted on
     ``table``'s own networks (this machine's), or ``est``'s where they are too few.
     Returns (the table, the cost used)."""
     fitted = est.meta.get("overhead", {}).get("profiler", {})
-    if not fitted.get("per_node_ms"):
-        return table, {"per_node_ms": 0.0, "n": 0}
+    if not fitted.get("per_extra_node_ms"):
+        return table, {"per_extra_node_ms": 0.0, "n": 0}
     cost = profiler_node_cost(table)
     if cost["n"] < MIN_NODE_FIT:
         cost = dict(fitted)
-    return without_profiler_cost(table, cost["per_node_ms"]), cost
+    return without_profiler_cost(table, cost["per_extra_node_ms"]), cost
 
 
 def corrections(est: LatencyEstimator, table: MeasurementTable) -> dict[str, Any]:

@@ -6,7 +6,8 @@
   (peak MAC rate, bandwidth and per-kernel overhead, read off the data) for kernel types
   without a model, never 0 ms; and, where the CSV holds whole-model rows, the per-model
   overhead ``total = a * sum(kernels) + b + c * n_kernels``, after the profiler's cost
-  per onnxruntime node is taken off the kernel times (where the CSV counts nodes).
+  per onnxruntime node beyond a kernel's first is taken off the kernel times (where the
+  CSV counts nodes).
 * ``predict(kernels)`` / ``predict_many([kernels, ...])``: batch prediction.
 * ``save(path)`` / ``load(path)``: JSON holding LightGBM *text* models, the schema version,
   feature names, training ranges, the CV report and the device metadata. No pickle.
@@ -158,45 +159,57 @@ def read_measurements(paths: list[str | Path]) -> MeasurementTable:
     return MeasurementTable(ops, X, np.array(ys), model_rows, device, ids, np.array(nodes, dtype=float))
 
 
-# onnxruntime's profiler adds a cost to every node it times, within the node's own time:
-# on a 2-core VM, ShuffleNetV2 (455 nodes for 118 kernels, a third of them shape
-# arithmetic) profiled at 10.3 ms summed over its nodes and ran in 7.7 ms unprofiled,
-# while MobileNetV2 (56 nodes, 55 kernels) summed to what it ran in. A cost per kernel
-# cannot tell the two apart; one per node can.
-MIN_NODE_FIT = 20  # networks with node counts needed to fit the per-node cost
+# onnxruntime's profiler adds a cost to every node it times, within the node's own time.
+# Most CNN kernels are one node each, and for them the per-network overhead's cost per
+# kernel takes it off. But an exported channel shuffle carries its shape arithmetic
+# (Shape, Gather, Unsqueeze, Concat nodes), and an SE block or a hard-swish is several
+# nodes: such a network's profiled node times sum to well above its unprofiled wall time.
+# A cost per kernel cannot tell the two kinds apart; one per node beyond a kernel's first
+# can.
+MIN_NODE_FIT = 20  # networks with node counts needed to fit the cost
 NODE_FLOOR = 0.1  # a kernel keeps at least this share of its profiled time
 
 
+def _extra_nodes(table: MeasurementTable) -> np.ndarray:
+    """Per kernel row, its profiled nodes beyond the first (0 where unknown)."""
+    return np.maximum(np.nan_to_num(table.node_counts(), nan=1.0) - 1.0, 0.0)
+
+
 def profiler_node_cost(table: MeasurementTable) -> dict[str, float]:
-    """The profiler's cost per onnxruntime node (ms), read off the whole-model rows:
-    ``wall = a * (profiled kernel sum) + b + d * n_nodes`` in relative error, cost
-    ``-d / a`` (at least 0). ``{"per_node_ms": 0}`` when fewer than ``MIN_NODE_FIT``
-    networks, or no kernel row, have node counts (CSVs measured before they were
-    recorded)."""
-    if not np.isfinite(table.node_counts()).any():
-        return {"per_node_ms": 0.0, "n": 0}
+    """The profiler's cost per onnxruntime node beyond a kernel's first (ms), read off the
+    whole-model rows: ``wall = a * (profiled kernel sum) + b + c * n_kernels + d *
+    extra_nodes`` in relative error, cost ``-d / a`` (at least 0). ``{"per_extra_node_ms":
+    0}`` when fewer than ``MIN_NODE_FIT`` networks have node counts (CSVs measured before
+    they were recorded)."""
+    counts = table.node_counts()
+    if not np.isfinite(counts).any() or len(table.model_ids) != len(counts):
+        return {"per_extra_node_ms": 0.0, "n": 0}
+    known = {m for m, c in zip(table.model_ids, counts, strict=True) if math.isfinite(c)}
+    extra: dict[str, float] = {}
+    for m, e in zip(table.model_ids, _extra_nodes(table), strict=True):
+        extra[m] = extra.get(m, 0.0) + float(e)
     rows = [
         r
         for r in table.model_rows
-        if all(math.isfinite(r.get(k, math.nan)) for k in ("kernel_sum_ms", "n_nodes")) and r["n_nodes"] > 0
+        if r["model_id"] in known and all(math.isfinite(r[k]) for k in ("kernel_sum_ms", "n_kernels"))
     ]
     if len(rows) < MIN_NODE_FIT:
-        return {"per_node_ms": 0.0, "n": len(rows)}
-    A = np.array([[r["kernel_sum_ms"], 1.0, r["n_nodes"]] for r in rows])
+        return {"per_extra_node_ms": 0.0, "n": len(rows)}
+    A = np.array([[r["kernel_sum_ms"], 1.0, r["n_kernels"], extra[r["model_id"]]] for r in rows])
     y = np.array([r["latency_ms"] for r in rows])
     coef, *_ = np.linalg.lstsq(A / y[:, None], np.ones(len(y)), rcond=None)
-    cost = float(max(0.0, -coef[2] / coef[0])) if coef[0] > 0 else 0.0
-    return {"per_node_ms": cost, "n": len(rows)}
+    cost = float(max(0.0, -coef[3] / coef[0])) if coef[0] > 0 else 0.0
+    return {"per_extra_node_ms": cost, "n": len(rows)}
 
 
-def without_profiler_cost(table: MeasurementTable, per_node_ms: float) -> MeasurementTable:
-    """``table`` with ``per_node_ms`` taken off every kernel row per profiled node it holds
-    (keeping at least ``NODE_FLOOR`` of its time), and each whole-model row's kernel sum
-    lowered by what its kernel rows lost. Rows without node counts are left as they are."""
-    if per_node_ms <= 0:
+def without_profiler_cost(table: MeasurementTable, per_extra_node_ms: float) -> MeasurementTable:
+    """``table`` with ``per_extra_node_ms`` taken off every kernel row per profiled node it
+    holds beyond its first (keeping at least ``NODE_FLOOR`` of its time), and each
+    whole-model row's kernel sum lowered by what its kernel rows lost. Rows without node
+    counts are left as they are."""
+    if per_extra_node_ms <= 0:
         return table
-    n = np.nan_to_num(table.node_counts(), nan=0.0)
-    y = np.maximum(table.y - per_node_ms * n, NODE_FLOOR * table.y)
+    y = np.maximum(table.y - per_extra_node_ms * _extra_nodes(table), NODE_FLOOR * table.y)
     lost: dict[str, float] = {}
     for m, d in zip(table.model_ids, table.y - y, strict=True):
         lost[m] = lost.get(m, 0.0) + float(d)
@@ -349,15 +362,15 @@ class LatencyEstimator:
     ) -> LatencyEstimator:
         """One LightGBM regressor per kernel group on log(latency / the group's analytic
         baseline); the groups in ``no_baseline`` learn log latency itself. Where the CSV
-        records profiled node counts, the profiler's per-node cost is taken off the kernel
-        times first (``profiler_node_cost``; ``node_cost=False`` leaves it on): the kernels
+        records profiled node counts, the profiler's cost per node beyond a kernel's first is
+        taken off the kernel times first (``profiler_node_cost``; ``node_cost=False`` leaves it on): the kernels
         learn what they cost unprofiled."""
         from nasctl.latency._lgb import lightgbm as lgb
 
         if len(table) == 0:
             raise NasctlError("no kernel measurements to fit")
-        node_cost = profiler_node_cost(table) if node_cost else {"per_node_ms": 0.0, "n": 0}
-        table = without_profiler_cost(table, node_cost["per_node_ms"])
+        node_cost = profiler_node_cost(table) if node_cost else {"per_extra_node_ms": 0.0, "n": 0}
+        table = without_profiler_cost(table, node_cost["per_extra_node_ms"])
         groups = np.array([OP_GROUP.get(op, "unknown") for op in table.ops])
         self.boosters, self.quantiles = {}, {}
         report: dict[str, Any] = {}

@@ -165,6 +165,20 @@ def time_onnx(
     return float(np.median(times)), float(np.std(times)), len(times)
 
 
+def node_name_candidates(event_name: str) -> tuple[str, ...]:
+    """The ONNX node or tensor names a profiled node may be named after, most likely first.
+    onnxruntime names a node it rewrote after what it came from: ``X_nchwc`` (NCHWc
+    layout: X is the output tensor), ``X_bn_nchwc`` (a batch norm standing alone, run as
+    an NCHWc conv), ``fused X`` (a Gemm + activation fused: X is the Gemm node) and
+    ``X/QuickGeluFusion/`` (x * sigmoid(x) fused: X is the Mul node)."""
+    base = event_name.removesuffix("_kernel_time").removeprefix("fused ")
+    stem = base.removesuffix("_nchwc")
+    cands = [base, stem, base.removesuffix("_output_0_nchwc"), stem.removesuffix("_bn")]
+    if base.endswith("/"):
+        cands.append(base[:-1].rpartition("/")[0])
+    return tuple(dict.fromkeys(cands))
+
+
 def profile_kernels(
     path: str | Path,
     kernels: list[Kernel],
@@ -219,8 +233,7 @@ def profile_kernels(
             lookup.setdefault(t + "_nchwc", i)
 
     def owner(name: str) -> int | None:
-        base = name[: -len("_kernel_time")]
-        for cand in (base, base.removesuffix("_nchwc"), base.removesuffix("_output_0_nchwc")):
+        for cand in node_name_candidates(name):
             if cand in lookup:
                 return lookup[cand]
         return None
