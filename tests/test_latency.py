@@ -450,7 +450,8 @@ def test_cli_measure_fit_estimate_end_to_end(tmp_path):
     est_path = tmp_path / "cpu.json"
     r = runner.invoke(app, ["fit-estimator", str(csv_path), "--out", str(est_path), "--folds", "2"])
     assert r.exit_code == 0, r.output
-    assert "cross-validation" in r.output
+    assert "cross-validation" in r.output and "median" in r.output
+    assert "whole network =" in r.output  # the per-network overhead, fitted on the measured networks
     onnx_path = export_onnx(SearchSpace.load(DEFAULT_SPACE).sample(0), tmp_path / "m.onnx")
     r = runner.invoke(app, ["estimate", str(onnx_path), "--estimator", str(est_path), "--json", "--measure"])
     assert r.exit_code == 0, r.output
