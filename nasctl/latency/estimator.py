@@ -362,9 +362,9 @@ class LatencyEstimator:
     ) -> LatencyEstimator:
         """One LightGBM regressor per kernel group on log(latency / the group's analytic
         baseline); the groups in ``no_baseline`` learn log latency itself. Where the CSV
-        records profiled node counts, the profiler's cost per node beyond a kernel's first is
-        taken off the kernel times first (``profiler_node_cost``; ``node_cost=False`` leaves it on): the kernels
-        learn what they cost unprofiled."""
+        records profiled node counts, the profiler's cost per node beyond a kernel's first
+        is taken off the kernel times first (``profiler_node_cost``; ``node_cost=False``
+        leaves it on), so that the kernels learn what they cost unprofiled."""
         from nasctl.latency._lgb import lightgbm as lgb
 
         if len(table) == 0:

@@ -193,9 +193,9 @@ def profile_kernels(
     profiled runs, the share of node time that had to be charged to a neighbouring
     kernel, the per-kernel (p10, p90) as a (kernels, 2) array, the number of onnxruntime
     nodes (after its graph optimisations) charged to each kernel, and the wall-clock
-    times (ms) of the same model run *without* the profiler. Profiled and plain runs alternate
-    in chunks, so that both see the same machine; they repeat until the median of each is
-    known within ``target_ci`` (relative), or ``max_s`` seconds have passed."""
+    times (ms) of the same model run *without* the profiler. Profiled and plain runs
+    alternate in chunks, so that both see the same machine; they repeat until the median
+    of each is known within ``target_ci`` (relative), or ``max_s`` seconds have passed."""
     prefix = str(Path(tmpdir or tempfile.gettempdir()) / "nasctl_prof")
     prof_sess = _session(Path(path), threads, profile=True, prefix=prefix)
     plain_sess = _session(Path(path), threads)
