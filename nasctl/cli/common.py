@@ -52,6 +52,14 @@ def handle_errors(fn):
     return wrapper
 
 
+def stderr_progress(*columns: Any, quiet: bool, transient: bool = True) -> Any:
+    """A rich ``Progress`` with ``columns`` on stderr (stdout stays clean for ``--json``),
+    silent when ``quiet``; ``transient`` clears it when done."""
+    from rich.progress import Progress
+
+    return Progress(*columns, console=Console(stderr=True), transient=transient, disable=quiet)
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 

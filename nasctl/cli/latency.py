@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nasctl.cli.common import app, console, handle_errors, human, print_json, short_name
+from nasctl.cli.common import app, console, handle_errors, human, print_json, short_name, stderr_progress
 from nasctl.errors import NasctlError
 
 
@@ -77,7 +77,7 @@ def measure(
     Examples: `nasctl measure --device cpu --time-budget 600 --out estimators/cpu.csv`,
     `nasctl measure --quick --estimator cpu --out cpu-here.json.gz`
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from nasctl.latency.measure import measure as run_measure
 
@@ -94,13 +94,12 @@ def measure(
         to_adapt = check_adaptable(LatencyEstimator.load(estimator_path(estimator)), estimator)
         time_budget = min(time_budget, QUICK_BUDGET_S)
 
-    with Progress(
+    with stderr_progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        quiet=as_json,
         transient=as_json,
-        disable=as_json,
     ) as bar:
         task = bar.add_task(f"measuring on {device}", total=time_budget)
 

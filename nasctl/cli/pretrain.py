@@ -9,10 +9,19 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from nasctl.cli.common import ArchArg, BaselineOpt, DeviceOpt, SpaceOpt, app, console, handle_errors, print_json
+from nasctl.cli.common import (
+    ArchArg,
+    BaselineOpt,
+    DeviceOpt,
+    SpaceOpt,
+    app,
+    console,
+    handle_errors,
+    print_json,
+    stderr_progress,
+)
 from nasctl.errors import NasctlError
 
 
@@ -281,16 +290,14 @@ def training_bar(
     library calls: the start event prints ``start_line(event)``, the steps move the bar
     (``rate_key`` read as ``rate_unit``), the write event relabels it. ``quiet`` (--json):
     no output."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(
+    with stderr_progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=quiet,
+        quiet=quiet,
     ) as bar:
         task = bar.add_task(description, total=1.0, info="")
 

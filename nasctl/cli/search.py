@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nasctl.cli.common import DeviceOpt, app, console, handle_errors, human, print_json
+from nasctl.cli.common import DeviceOpt, app, console, handle_errors, human, print_json, stderr_progress
 
 TT = "Two-tower (image-text)"  # the --help panel of the two-tower options
 
@@ -516,16 +516,9 @@ def _warn_other_machine(estimator: str) -> None:
 def _training_spinner(disabled: bool) -> Iterator[Callable[[dict], None]]:
     """A spinner on stderr naming the winner being retrained (trial, seed) or fine-tuned;
     yields the ``progress`` callback ``retrain_run`` and ``finetune_if_asked`` call."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=disabled,
-    ) as bar:
+    with stderr_progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), quiet=disabled) as bar:
         task = bar.add_task("starting", total=None)
 
         def progress(p: dict) -> None:

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from nasctl.cli.common import DeviceOpt, app, console, handle_errors, print_json
+from nasctl.cli.common import DeviceOpt, app, console, handle_errors, print_json, stderr_progress
 
 supernet_app = typer.Typer(
     help="Weight-sharing supernets for single-shot search: train one once, then "
@@ -71,7 +70,7 @@ def train(
     * `nasctl supernet train search_spaces/mobilenetv2_32.yaml --epochs 40 --out runs/sn.npz`
     * `nasctl search search_spaces/mobilenetv2_32.yaml --strategy singleshot --supernet runs/sn.npz`
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from nasctl.api import train_supernet
     from nasctl.singleshot.train import world
@@ -79,15 +78,13 @@ def train(
 
     space = SearchSpace.load(space_file)  # a bad space fails before the progress bar starts
     quiet = as_json or world()[0] != 0
-    with Progress(
+    with stderr_progress(
         TextColumn("supernet"),
         BarColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=quiet,
+        quiet=quiet,
     ) as bar:
         task = bar.add_task("supernet", total=None, info="")
 

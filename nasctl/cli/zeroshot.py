@@ -7,10 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from nasctl.cli.common import DeviceOpt, app, console, handle_errors, print_json
+from nasctl.cli.common import DeviceOpt, app, console, handle_errors, print_json, stderr_progress
 
 
 @app.command("proxy-eval")
@@ -54,7 +53,7 @@ def proxy_eval(
 
     Example: `nasctl proxy-eval mobilenetv2_32 --archs 60 --seeds 0,1 --out runs/pe`
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from nasctl.errors import NasctlError
     from nasctl.space import SearchSpace
@@ -81,13 +80,13 @@ def proxy_eval(
         device=device,
     )
     check(cfg)  # every bad input fails here, before the progress bar
-    with Progress(
+    with stderr_progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=as_json,
+        quiet=as_json,
+        transient=False,
     ) as bar:
         n_train = archs * len(seed_list)
         t_train = bar.add_task("training", total=n_train)

@@ -170,6 +170,14 @@ MIN_NODE_FIT = 20  # networks with node counts needed to fit the cost
 NODE_FLOOR = 0.1  # a kernel keeps at least this share of its profiled time
 
 
+def _per_network(ids: list[str], values: np.ndarray) -> dict[str, float]:
+    """``values`` (one per kernel row) summed per network id."""
+    out: dict[str, float] = {}
+    for m, v in zip(ids, values, strict=True):
+        out[m] = out.get(m, 0.0) + float(v)
+    return out
+
+
 def _extra_nodes(table: MeasurementTable) -> np.ndarray:
     """Per kernel row, its profiled nodes beyond the first (0 where unknown)."""
     return np.maximum(np.nan_to_num(table.node_counts(), nan=1.0) - 1.0, 0.0)
@@ -185,9 +193,7 @@ def profiler_node_cost(table: MeasurementTable) -> dict[str, float]:
     if not np.isfinite(counts).any() or len(table.model_ids) != len(counts):
         return {"per_extra_node_ms": 0.0, "n": 0}
     known = {m for m, c in zip(table.model_ids, counts, strict=True) if math.isfinite(c)}
-    extra: dict[str, float] = {}
-    for m, e in zip(table.model_ids, _extra_nodes(table), strict=True):
-        extra[m] = extra.get(m, 0.0) + float(e)
+    extra = _per_network(table.model_ids, _extra_nodes(table))
     rows = [
         r
         for r in table.model_rows
@@ -210,9 +216,7 @@ def without_profiler_cost(table: MeasurementTable, per_extra_node_ms: float) -> 
     if per_extra_node_ms <= 0:
         return table
     y = np.maximum(table.y - per_extra_node_ms * _extra_nodes(table), NODE_FLOOR * table.y)
-    lost: dict[str, float] = {}
-    for m, d in zip(table.model_ids, table.y - y, strict=True):
-        lost[m] = lost.get(m, 0.0) + float(d)
+    lost = _per_network(table.model_ids, table.y - y)
     rows = [r | {"kernel_sum_ms": r["kernel_sum_ms"] - lost.get(r["model_id"], 0.0)} for r in table.model_rows]
     return MeasurementTable(table.ops, table.X, y, rows, table.device, table.model_ids, table.nodes)
 
