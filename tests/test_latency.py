@@ -529,6 +529,12 @@ def test_estimate_warns_when_the_estimator_was_measured_on_another_machine(monke
     assert "onnxruntime 0.9" in machine_mismatch({**same, "runtime": "onnxruntime 0.9"}, here)
     generic = {**here, "cpu": "", "cpu_id": "V/6/1/2"}  # a virtual machine's generic name: the ids decide
     assert "CPU id" in machine_mismatch({**same, "cpu": "", "cpu_id": "V/6/1/1"}, generic)
+    # an estimator that recorded only a VM's generic name (the shipped cpu one: "AMD EPYC")
+    # cannot be told from another model of that name: it warns; a model number decides alone
+    vm_here = {**here, "cpu": "AMD EPYC", "cpu_id": "AuthenticAMD/26/2/1"}
+    assert "many models share" in machine_mismatch({**same, "cpu": "AMD EPYC"}, vm_here)
+    assert machine_mismatch({**same, "cpu": "AMD EPYC", "cpu_id": "AuthenticAMD/26/2/1"}, vm_here) is None
+    assert machine_mismatch({**same, "cpu": "AMD EPYC 7763"}, {**vm_here, "cpu": "AMD EPYC 7763"}) is None
     assert machine_mismatch({"device": "sim-npu", "simulated": True}, here) is None
 
     arch = SearchSpace.load(DEFAULT_SPACE).baseline()

@@ -795,6 +795,12 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _names_a_model(cpu: str) -> bool:
+    """Whether a CPU name carries a model number (``AMD EPYC 7763``), unlike the generic
+    names virtual machines report (``AMD EPYC``, ``Intel(R) Xeon(R) Processor``)."""
+    return any(ch.isdigit() for ch in cpu)
+
+
 def machine_mismatch(device: dict[str, Any], here: dict[str, Any] | None = None) -> str | None:
     """One line saying how this machine differs from the one an estimator was measured on
     (CPU model, or CPU family / model / stepping where both recorded it, or onnxruntime
@@ -808,6 +814,11 @@ def machine_mismatch(device: dict[str, Any], here: dict[str, Any] | None = None)
         diffs.append(f"CPU {device['cpu']!r}, this one {here['cpu']!r}")
     elif device.get("cpu_id") and here.get("cpu_id") and device["cpu_id"] != here["cpu_id"]:
         diffs.append(f"CPU id {device['cpu_id']}, this one {here['cpu_id']}")
+    elif device.get("cpu") and not device.get("cpu_id") and here.get("cpu_id") and not _names_a_model(device["cpu"]):
+        # a virtual machine's name without a model number (``AMD EPYC``) is shared by CPUs
+        # that run the same kernels at very different speeds, and without the estimator's
+        # vendor / family / model / stepping nothing says they are the same
+        diffs.append(f"CPU recorded only as {device['cpu']!r}, a name many models share; this one is {here['cpu_id']}")
     theirs, ours = device.get("runtime"), here.get("runtime")
     if theirs and ours and theirs != ours:
         diffs.append(f"{theirs}, this one {ours}")
