@@ -7,8 +7,10 @@
   without a model, never 0 ms; and, where the CSV holds whole-model rows, the per-model
   overhead ``total = a * sum(kernels) + b + c * n_kernels``, after the profiler's cost
   per onnxruntime node beyond a kernel's first is taken off the kernel times (where the
-  CSV counts nodes).
-* ``predict(kernels)`` / ``predict_many([kernels, ...])``: batch prediction.
+  CSV counts nodes). Where every row names its network, the network's weight size is
+  one more feature (``net_weight_mib``: a small network stays in the CPU's caches).
+* ``predict(kernels)`` / ``predict_many([kernels, ...])``: batch prediction, each kernel
+  list one network.
 * ``save(path)`` / ``load(path)``: JSON holding LightGBM *text* models, the schema version,
   feature names, training ranges, the CV report and the device metadata. No pickle.
   ``save`` gzips when the path ends in ``.gz`` (the shipped format, ``.xz`` for lzma), and
@@ -37,7 +39,18 @@ import numpy as np
 
 from nasctl import __version__
 from nasctl.errors import NasctlError
-from nasctl.latency.features import FEATURES, MODEL_FEATURES, OP_GROUP, feature_matrix, kernel_row, with_derived
+from nasctl.latency.features import (
+    CONTEXT_FEATURES,
+    FEATURES,
+    MODEL_FEATURES,
+    OP_GROUP,
+    feature_matrix,
+    kernel_row,
+    net_weight_mib,
+    network_weights,
+    with_context,
+    with_derived,
+)
 from nasctl.latency.kernels import Kernel
 
 SCHEMA = "nasctl.estimator/1"
@@ -352,6 +365,7 @@ class LatencyEstimator:
         self.quantiles: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, Any] = {}
         self._cache: dict[tuple, float] = {}  # (quantile, kernel key) -> ms: search repeats kernels a lot
+        self.context = False  # whether the network's weight size is a feature (``net_weight_mib``)
 
     # ---- fitting ---------------------------------------------------------------------
     def fit(
@@ -363,12 +377,15 @@ class LatencyEstimator:
         progress=None,
         no_baseline: frozenset[str] = NO_BASELINE,
         node_cost: bool = True,
+        context: bool = True,
     ) -> LatencyEstimator:
         """One LightGBM regressor per kernel group on log(latency / the group's analytic
         baseline); the groups in ``no_baseline`` learn log latency itself. Where the CSV
         records profiled node counts, the profiler's cost per node beyond a kernel's first
         is taken off the kernel times first (``profiler_node_cost``; ``node_cost=False``
-        leaves it on), so that the kernels learn what they cost unprofiled."""
+        leaves it on), so that the kernels learn what they cost unprofiled. Where every row
+        names its network (and ``context``), the network's weight size is a feature too
+        (``net_weight_mib``)."""
         from nasctl.latency._lgb import lightgbm as lgb
 
         if len(table) == 0:
@@ -382,6 +399,10 @@ class LatencyEstimator:
         baselines: dict[str, dict[str, float]] = {}
         names = list(MODEL_FEATURES)
         model_X = with_derived(table.X, table.ops)
+        self.context = context and len(table.model_ids) == len(table) and all(table.model_ids)
+        if self.context:
+            names = list(CONTEXT_FEATURES)
+            model_X = with_context(model_X, network_weights(table.X[:, FEATURES.index("params")], table.model_ids))
         for gname in sorted(set(groups) - {"unknown"}):
             idx = np.flatnonzero(groups == gname)
             if len(idx) < MIN_ROWS:
@@ -518,13 +539,21 @@ class LatencyEstimator:
         r = self.meta.get("roofline", {"macs_per_ms": 1e9, "bytes_per_ms": 1e9, "overhead_ms": 0.005})
         return max(k.macs / r["macs_per_ms"], k.bytes / r["bytes_per_ms"]) + r["overhead_ms"]
 
-    def predict_kernels(self, kernels: list[Kernel], quantile: str | None = None) -> np.ndarray:
+    def predict_kernels(
+        self, kernels: list[Kernel], quantile: str | None = None, nets: np.ndarray | None = None
+    ) -> np.ndarray:
         """Per-kernel latency_ms (``quantile``: 'q10' / 'q90' for the band, where fitted).
+        ``nets``: each kernel's ``net_weight_mib`` (by default, ``kernels`` are one network).
         Predictions are memoised by kernel identity: only unseen kernels reach LightGBM."""
         out = np.empty(len(kernels))
         if not kernels:
             return out
-        keys = [(quantile, k.key(), k.batch, k.onnx_op) for k in kernels]
+        if not self.context:
+            nets = np.zeros(len(kernels))
+        elif nets is None:
+            nets = np.full(len(kernels), net_weight_mib(sum(k.params for k in kernels)))
+        nets = np.asarray(nets, dtype=float)
+        keys = [(quantile, k.key(), k.batch, k.onnx_op, float(n)) for k, n in zip(kernels, nets, strict=True)]
         cache = self._cache
         miss: dict[tuple, int] = {}
         for i, key in enumerate(keys):
@@ -537,6 +566,8 @@ class LatencyEstimator:
             todo = list(miss.values())
             fresh = [kernels[i] for i in todo]
             X = feature_matrix(fresh)
+            if self.context:
+                X = with_context(X, nets[todo])
             groups = np.array([OP_GROUP.get(k.op, "unknown") for k in fresh])
             pred = np.empty(len(fresh))
             for g in set(groups):
@@ -565,10 +596,16 @@ class LatencyEstimator:
         """The ``measure --quick`` correction, where the estimator was adapted."""
         return corrected(self.meta.get("adaptation", {}).get("groups", {}), group, ms)
 
-    def predict_rows(self, ops: list[str], X: np.ndarray, adapted: bool = True) -> np.ndarray:
+    def predict_rows(
+        self, ops: list[str], X: np.ndarray, adapted: bool = True, networks: list[str] | None = None
+    ) -> np.ndarray:
         """Per-row latency_ms of a measurement table's kernel rows (``ops``, base features
-        ``X``), no cache; ``adapted=False`` leaves out a ``measure --quick`` correction."""
+        ``X``, ``networks`` the network of each row; by default, one network), no cache;
+        ``adapted=False`` leaves out a ``measure --quick`` correction."""
         model_X = with_derived(X, ops)
+        if self.context:
+            nets = network_weights(X[:, FEATURES.index("params")], networks or [""] * len(ops))
+            model_X = with_context(model_X, nets)
         groups = np.array([OP_GROUP.get(op, "unknown") for op in ops])
         col = {f: j for j, f in enumerate(FEATURES)}
         r = self.meta.get("roofline", {"macs_per_ms": 1e9, "bytes_per_ms": 1e9, "overhead_ms": 0.005})
@@ -596,7 +633,12 @@ class LatencyEstimator:
     def predict_many(self, models: list[list[Kernel]]) -> np.ndarray:
         """Whole-model latency_ms for many kernel lists at once (one LightGBM call per group)."""
         flat = [k for ks in models for k in ks]
-        per = self.predict_kernels(flat)
+        nets = None
+        if self.context:
+            nets = np.concatenate(
+                [np.full(len(ks), net_weight_mib(sum(k.params for k in ks))) for ks in models] or [np.zeros(0)]
+            )
+        per = self.predict_kernels(flat, nets=nets)
         bounds = np.cumsum([0] + [len(ks) for ks in models])
         sums = np.add.reduceat(per, bounds[:-1]) if flat else np.zeros(len(models))
         sums = np.where(np.diff(bounds) == 0, 0.0, sums)
@@ -727,9 +769,10 @@ class LatencyEstimator:
             raise NasctlError(f"{path}: not an estimator file (schema {schema!r})")
         if schema != SCHEMA:
             raise NasctlError(f"{path}: estimator schema {schema!r} is not supported by this nasctl (reads {SCHEMA})")
-        if data.get("features") != list(MODEL_FEATURES):
+        if data.get("features") not in (list(MODEL_FEATURES), list(CONTEXT_FEATURES)):
             raise NasctlError(f"{path}: estimator feature list differs from this nasctl's; refit it")
         est = cls()
+        est.context = data["features"] == list(CONTEXT_FEATURES)
         try:
             est.boosters = {g: lgb.Booster(model_str=s) for g, s in data.pop("models").items()}
             est.quantiles = {

@@ -84,6 +84,15 @@ DERIVED = (
 # (fitted estimators hold these codes).
 OP_CODES = {op: i for i, op in enumerate(KERNEL_OPS)}
 MODEL_FEATURES = FEATURES + DERIVED
+# The network a kernel runs in, as one more column where the rows say which network they
+# were timed in: the total size of its weights (MiB, rounded to 1/8 of a power of two).
+# A CPU keeps a small network's whole working set in its caches from one run to the next,
+# and the same kernel then runs faster than inside a large network that evicts it (on a
+# 2-core EPYC with 32 MiB of L3, MobileNetV3-Small's first convolution took 120 us where
+# the identical one in MobileNetV3-Large took 190 us). Estimators fitted without it
+# (older files, CSVs without network ids) keep ``MODEL_FEATURES``.
+CONTEXT = ("net_weight_mib",)
+CONTEXT_FEATURES = MODEL_FEATURES + CONTEXT
 # Columns of a measurement CSV besides the features.
 KERNEL_COLUMNS = ("op",) + FEATURES
 # Which regressor serves which kernel type.
@@ -173,3 +182,25 @@ def feature_matrix(kernels: list[Kernel]) -> np.ndarray:
     rows = [kernel_row(k) for k in kernels]
     base = np.array([[r[f] for f in FEATURES] for r in rows], dtype=np.float64).reshape(len(rows), len(FEATURES))
     return with_derived(base, [k.op for k in kernels])
+
+
+def net_weight_mib(params: float) -> float:
+    """A network's weights (``params`` elements in all) in MiB, rounded to 1/8 of a power
+    of two, so that networks of about the same size share cached predictions."""
+    mib = max(float(params) * BYTES / 2**20, 1 / 64)
+    return float(2 ** (round(np.log2(mib) * 8) / 8))
+
+
+def network_weights(params: np.ndarray, networks: list[str]) -> np.ndarray:
+    """Per kernel row, ``net_weight_mib`` of the network it belongs to (``networks``: the
+    network of each row; ``params``: each kernel's weights)."""
+    totals: dict[str, float] = {}
+    for n, p in zip(networks, params, strict=True):
+        totals[n] = totals.get(n, 0.0) + float(p)
+    by_net = {n: net_weight_mib(t) for n, t in totals.items()}
+    return np.array([by_net[n] for n in networks], dtype=float)
+
+
+def with_context(model_X: np.ndarray, nets: np.ndarray) -> np.ndarray:
+    """``model_X`` (columns ``MODEL_FEATURES``) with the network column -> ``CONTEXT_FEATURES``."""
+    return np.hstack([model_X, np.asarray(nets, dtype=float).reshape(len(model_X), 1)])
