@@ -25,7 +25,7 @@ JSON): an ONNX estimate in-process < 50 ms (cold cache), >= 10x faster than one
 measurement (``minimal``), >= 1000 Arch estimates/s (cold cache, slowest space), and the
 whole command < 1.5 s (median).
 
-    python bench/latency_speed.py [--estimator cpu] [--reps 7] [--command-runs 7]
+    python bench/latency_speed.py [--estimator cpu] [--reps 7] [--command-runs 7] [--name latency_speed]
 """
 
 from __future__ import annotations
@@ -233,6 +233,7 @@ def print_targets(rows: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--estimator", default="cpu")
+    ap.add_argument("--name", default="latency_speed", help="results file: bench/results/NAME.json")
     ap.add_argument("--archs", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions of estimate and measure")
     ap.add_argument("--command-runs", type=int, default=7, help="timed runs of the whole nasctl estimate command")
@@ -261,7 +262,7 @@ def main() -> None:
     start, end = results["load_average_start"], results["load_average_end"]
     print_targets(results["targets"])
     print(f"load average (1 min): {start:.1f} at the start, {end:.1f} at the end")
-    save("latency_speed", results, config=vars(args))
+    save(args.name, results, config=vars(args))
 
 
 if __name__ == "__main__":

@@ -87,10 +87,9 @@ MODEL_FEATURES = FEATURES + DERIVED
 # The network a kernel runs in, as one more column where the rows say which network they
 # were timed in: the total size of its weights (MiB, rounded to 1/8 of a power of two).
 # A CPU keeps a small network's whole working set in its caches from one run to the next,
-# and the same kernel then runs faster than inside a large network that evicts it (on a
-# 2-core EPYC with 32 MiB of L3, MobileNetV3-Small's first convolution took 120 us where
-# the identical one in MobileNetV3-Large took 190 us). Estimators fitted without it
-# (older files, CSVs without network ids) keep ``MODEL_FEATURES``.
+# and the same kernel then runs faster than inside a large network that evicts it.
+# Estimators fitted without it (older files, CSVs without network ids) keep
+# ``MODEL_FEATURES``.
 CONTEXT = ("net_weight_mib",)
 CONTEXT_FEATURES = MODEL_FEATURES + CONTEXT
 # Columns of a measurement CSV besides the features.
