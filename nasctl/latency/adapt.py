@@ -101,16 +101,10 @@ def comparable(est: LatencyEstimator, table: MeasurementTable) -> tuple[Measurem
     return without_profiler_cost(table, cost["per_extra_node_ms"]), cost
 
 
-def _networks(table: MeasurementTable) -> list[str] | None:
-    """The network of each kernel row, where the table records them all."""
-    ok = len(table.model_ids) == len(table) and all(table.model_ids)
-    return list(table.model_ids) if ok else None
-
-
 def corrections(est: LatencyEstimator, table: MeasurementTable) -> dict[str, Any]:
     """The per-kernel-type corrections and the per-network overhead fitted on ``table``."""
     table, cost = comparable(est, table)
-    raw = est.predict_rows(table.ops, table.X, adapted=False, networks=_networks(table))
+    raw = est.predict_rows(table.ops, table.X, adapted=False, networks=table.networks())
     groups = np.array([OP_GROUP.get(op, "unknown") for op in table.ops])
     lp = np.log(raw)
     overhead = LatencyEstimator._fit_overhead(table) | {"profiler": cost}
@@ -124,7 +118,7 @@ def expected_error(est: LatencyEstimator, table: MeasurementTable) -> dict[str, 
     overhead) fitted on the others' rows; the unadapted estimator on the same networks."""
     table, _ = comparable(est, table)
     names, rows_of, models = _network_index(table)
-    raw = est.predict_rows(table.ops, table.X, adapted=False, networks=_networks(table))
+    raw = est.predict_rows(table.ops, table.X, adapted=False, networks=table.networks())
     groups = np.array([OP_GROUP.get(op, "unknown") for op in table.ops])
     lp, lr = np.log(raw), np.log(table.y) - np.log(raw)
     measured, adapted, unadapted = [], [], []

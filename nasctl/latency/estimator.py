@@ -46,8 +46,9 @@ from nasctl.latency.features import (
     OP_GROUP,
     feature_matrix,
     kernel_row,
-    net_weight_mib,
+    kernels_weight_mib,
     network_weights,
+    per_network,
     with_context,
     with_derived,
 )
@@ -82,6 +83,11 @@ class MeasurementTable:
         if self.nodes is None or len(self.nodes) != len(self.ops):
             return np.full(len(self.ops), np.nan)
         return np.asarray(self.nodes, dtype=float)
+
+    def networks(self) -> list[str] | None:
+        """The network of each kernel row, where every row records one (else None)."""
+        ok = len(self.model_ids) == len(self.ops) and all(self.model_ids)
+        return list(self.model_ids) if ok else None
 
     def subset(self, keep_ids: set[str]) -> MeasurementTable:
         """The rows (kernel and whole-model) of the networks named in ``keep_ids``."""
@@ -183,14 +189,6 @@ MIN_NODE_FIT = 20  # networks with node counts needed to fit the cost
 NODE_FLOOR = 0.1  # a kernel keeps at least this share of its profiled time
 
 
-def _per_network(ids: list[str], values: np.ndarray) -> dict[str, float]:
-    """``values`` (one per kernel row) summed per network id."""
-    out: dict[str, float] = {}
-    for m, v in zip(ids, values, strict=True):
-        out[m] = out.get(m, 0.0) + float(v)
-    return out
-
-
 def _extra_nodes(table: MeasurementTable) -> np.ndarray:
     """Per kernel row, its profiled nodes beyond the first (0 where unknown)."""
     return np.maximum(np.nan_to_num(table.node_counts(), nan=1.0) - 1.0, 0.0)
@@ -206,7 +204,7 @@ def profiler_node_cost(table: MeasurementTable) -> dict[str, float]:
     if not np.isfinite(counts).any() or len(table.model_ids) != len(counts):
         return {"per_extra_node_ms": 0.0, "n": 0}
     known = {m for m, c in zip(table.model_ids, counts, strict=True) if math.isfinite(c)}
-    extra = _per_network(table.model_ids, _extra_nodes(table))
+    extra = per_network(table.model_ids, _extra_nodes(table))
     rows = [
         r
         for r in table.model_rows
@@ -229,7 +227,7 @@ def without_profiler_cost(table: MeasurementTable, per_extra_node_ms: float) -> 
     if per_extra_node_ms <= 0:
         return table
     y = np.maximum(table.y - per_extra_node_ms * _extra_nodes(table), NODE_FLOOR * table.y)
-    lost = _per_network(table.model_ids, table.y - y)
+    lost = per_network(table.model_ids, table.y - y)
     rows = [r | {"kernel_sum_ms": r["kernel_sum_ms"] - lost.get(r["model_id"], 0.0)} for r in table.model_rows]
     return MeasurementTable(table.ops, table.X, y, rows, table.device, table.model_ids, table.nodes)
 
@@ -399,10 +397,11 @@ class LatencyEstimator:
         baselines: dict[str, dict[str, float]] = {}
         names = list(MODEL_FEATURES)
         model_X = with_derived(table.X, table.ops)
-        self.context = context and len(table.model_ids) == len(table) and all(table.model_ids)
+        networks = table.networks()
+        self.context = context and networks is not None
         if self.context:
             names = list(CONTEXT_FEATURES)
-            model_X = with_context(model_X, network_weights(table.X[:, FEATURES.index("params")], table.model_ids))
+            model_X = with_context(model_X, network_weights(table.X, networks))
         for gname in sorted(set(groups) - {"unknown"}):
             idx = np.flatnonzero(groups == gname)
             if len(idx) < MIN_ROWS:
@@ -551,7 +550,7 @@ class LatencyEstimator:
         if not self.context:
             nets = np.zeros(len(kernels))
         elif nets is None:
-            nets = np.full(len(kernels), net_weight_mib(sum(k.params for k in kernels)))
+            nets = np.full(len(kernels), kernels_weight_mib(kernels))
         nets = np.asarray(nets, dtype=float)
         keys = [(quantile, k.key(), k.batch, k.onnx_op, float(n)) for k, n in zip(kernels, nets, strict=True)]
         cache = self._cache
@@ -604,7 +603,7 @@ class LatencyEstimator:
         ``adapted=False`` leaves out a ``measure --quick`` correction."""
         model_X = with_derived(X, ops)
         if self.context:
-            nets = network_weights(X[:, FEATURES.index("params")], networks or [""] * len(ops))
+            nets = network_weights(X, networks or [""] * len(ops))
             model_X = with_context(model_X, nets)
         groups = np.array([OP_GROUP.get(op, "unknown") for op in ops])
         col = {f: j for j, f in enumerate(FEATURES)}
@@ -635,9 +634,7 @@ class LatencyEstimator:
         flat = [k for ks in models for k in ks]
         nets = None
         if self.context:
-            nets = np.concatenate(
-                [np.full(len(ks), net_weight_mib(sum(k.params for k in ks))) for ks in models] or [np.zeros(0)]
-            )
+            nets = np.concatenate([np.full(len(ks), kernels_weight_mib(ks)) for ks in models] or [np.zeros(0)])
         per = self.predict_kernels(flat, nets=nets)
         bounds = np.cumsum([0] + [len(ks) for ks in models])
         sums = np.add.reduceat(per, bounds[:-1]) if flat else np.zeros(len(models))

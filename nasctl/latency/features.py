@@ -183,6 +183,14 @@ def feature_matrix(kernels: list[Kernel]) -> np.ndarray:
     return with_derived(base, [k.op for k in kernels])
 
 
+def per_network(ids: list[str], values: np.ndarray) -> dict[str, float]:
+    """``values`` (one per kernel row) summed per network id."""
+    out: dict[str, float] = {}
+    for m, v in zip(ids, values, strict=True):
+        out[m] = out.get(m, 0.0) + float(v)
+    return out
+
+
 def net_weight_mib(params: float) -> float:
     """A network's weights (``params`` elements in all) in MiB, rounded to 1/8 of a power
     of two, so that networks of about the same size share cached predictions."""
@@ -190,12 +198,15 @@ def net_weight_mib(params: float) -> float:
     return float(2 ** (round(np.log2(mib) * 8) / 8))
 
 
-def network_weights(params: np.ndarray, networks: list[str]) -> np.ndarray:
-    """Per kernel row, ``net_weight_mib`` of the network it belongs to (``networks``: the
-    network of each row; ``params``: each kernel's weights)."""
-    totals: dict[str, float] = {}
-    for n, p in zip(networks, params, strict=True):
-        totals[n] = totals.get(n, 0.0) + float(p)
+def kernels_weight_mib(kernels: list[Kernel]) -> float:
+    """``net_weight_mib`` of the network made of ``kernels``."""
+    return net_weight_mib(sum(k.params for k in kernels))
+
+
+def network_weights(X: np.ndarray, networks: list[str]) -> np.ndarray:
+    """Per kernel row of the base feature matrix ``X`` (columns ``FEATURES``),
+    ``net_weight_mib`` of the network it belongs to (``networks``: each row's)."""
+    totals = per_network(networks, X[:, FEATURES.index("params")])
     by_net = {n: net_weight_mib(t) for n, t in totals.items()}
     return np.array([by_net[n] for n in networks], dtype=float)
 
